@@ -1,0 +1,61 @@
+"""One error tree for everything the harness raises on purpose.
+
+Messages follow the ``name=value!r, expected ...`` pattern so a user sees what
+was wrong and what would have been right, without reading a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BaselineFormatError",
+    "ContractViolation",
+    "FourbitError",
+    "ImplementationError",
+    "InvalidArgument",
+    "PluginError",
+    "UnsupportedCase",
+    "UsageError",
+]
+
+
+class FourbitError(Exception):
+    """Base class of every error the harness raises deliberately."""
+
+
+class InvalidArgument(FourbitError, ValueError):
+    """A value handed to the harness is outside what it accepts (bad tensor, bad block size, ...)."""
+
+
+class UsageError(FourbitError):
+    """The command line or pytest options ask for something that does not exist."""
+
+
+class UnsupportedCase(FourbitError):
+    """A case lies outside an implementation's declared capabilities: the test is skipped, not failed."""
+
+
+class PluginError(FourbitError):
+    """A third-party plugin could not be loaded (import error, factory raised, bad object)."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.message = message
+
+
+class ContractViolation(PluginError):
+    """A loaded object does not satisfy the Quantizer contract (missing field, wrong type, duplicate name)."""
+
+
+class ImplementationError(FourbitError):
+    """An implementation raised while handling a case it claims to support; keeps the original message."""
+
+    def __init__(self, implementation: str, operation: str, original: BaseException) -> None:
+        super().__init__(f"{implementation}: {operation} raised {type(original).__name__}: {original}")
+        self.implementation = implementation
+        self.operation = operation
+        self.original = original
+
+
+class BaselineFormatError(FourbitError):
+    """A stored baseline or result file is unreadable, corrupt, or of an unknown schema version."""

@@ -1,0 +1,214 @@
+"""Discovery of implementations: built-ins and third parties through one path.
+
+Sources, in order: entry points of group ``fourbit.quantizers`` (the harness's
+own built-ins are registered there too), ``--quantizer module:attr`` specs, and
+objects returned by the ``pytest_fourbit_quantizers`` hook. Each object may be a
+Quantizer instance, a class, a zero-argument factory, or a list of these.
+A source that fails to import or yields something that breaks the contract is
+recorded as a :class:`LoadError` (reported by name, never fatal to the run).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from harness.api import Capabilities, FormatSpec, Quantizer
+from harness.errors import ContractViolation, PluginError, UsageError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Implementation",
+    "LoadError",
+    "Registry",
+    "check_quantizer",
+    "load_registry",
+    "resolve_spec",
+]
+
+ENTRY_POINT_GROUP = "fourbit.quantizers"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
+_BUILTIN_SPECS = (
+    "harness.quantizers.reference:reference_quantizers",
+    "harness.quantizers.identity:identity_quantizers",
+)
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A quantizer that passed the contract check, and where it came from."""
+
+    quantizer: Quantizer
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.quantizer.name
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """A plugin that could not be used: its source and what went wrong."""
+
+    source: str
+    error: str
+
+
+def check_quantizer(obj: object, source: str) -> Quantizer:
+    """Return ``obj`` if it satisfies the Quantizer contract, else raise ContractViolation naming the problem."""
+    label = repr(getattr(obj, "name", None) or type(obj).__name__)
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ContractViolation(
+            source,
+            f"{label}: name={name!r}, expected a non-empty string of letters, digits and _.+@- (used in test ids)",
+        )
+    spec = getattr(obj, "spec", None)
+    if not isinstance(spec, FormatSpec):
+        raise ContractViolation(source, f"{name!r}: spec={spec!r}, expected a harness.FormatSpec")
+    capabilities = getattr(obj, "capabilities", None)
+    if not isinstance(capabilities, Capabilities):
+        raise ContractViolation(source, f"{name!r}: capabilities={capabilities!r}, expected a harness.Capabilities")
+    for method in ("quantize", "dequantize"):
+        if not callable(getattr(obj, method, None)):
+            raise ContractViolation(source, f"{name!r}: {method} is missing or not callable")
+    return obj  # type: ignore[return-value]  # checked structurally above
+
+
+def _instantiate(obj: object, source: str) -> list[object]:
+    """Turn an entry-point/--quantizer target into quantizer candidates."""
+    if isinstance(obj, (list, tuple)):
+        return [item for element in obj for item in _instantiate(element, source)]
+    if hasattr(obj, "quantize") and not isinstance(obj, type):
+        return [obj]
+    if callable(obj):
+        try:
+            produced = obj()
+        except Exception as exc:  # a third party's factory may raise anything
+            raise PluginError(source, f"calling {obj!r} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(produced, (list, tuple)):
+            return list(produced)
+        return [produced]
+    return [obj]
+
+
+def resolve_spec(spec: str) -> object:
+    """Import ``module:attr`` (attr may be dotted). A malformed spec is a UsageError; import failures a PluginError."""
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise UsageError(f"--quantizer {spec!r}: expected MODULE:ATTR, e.g. mypkg.quant:MyQuantizer")
+    module_name, attr_path = spec.split(":")
+    source = f"--quantizer {spec}"
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(source, f"import {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise PluginError(source, f"module {module_name!r} has no attribute {attr_path!r}") from None
+    return target
+
+
+@dataclass
+class Registry:
+    """Every implementation a run can use, plus the plugins that failed to load."""
+
+    implementations: dict[str, Implementation] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+
+    def add_object(self, obj: object, source: str) -> None:
+        """Instantiate and contract-check ``obj``; record any failure instead of raising."""
+        try:
+            candidates = _instantiate(obj, source)
+        except PluginError as exc:
+            self.errors.append(LoadError(source, exc.message))
+            return
+        for candidate in candidates:
+            try:
+                quantizer = check_quantizer(candidate, source)
+            except ContractViolation as exc:
+                self.errors.append(LoadError(source, exc.message))
+                continue
+            existing = self.implementations.get(quantizer.name)
+            if existing is not None:
+                self.errors.append(
+                    LoadError(source, f"duplicate name {quantizer.name!r} (already provided by {existing.source})")
+                )
+                continue
+            self.implementations[quantizer.name] = Implementation(quantizer, source)
+
+    def add_loader(self, loader: Callable[[], object], source: str) -> None:
+        """Run ``loader`` (an import) and add what it returns; an exception becomes a LoadError."""
+        try:
+            obj = loader()
+        except UsageError:
+            raise
+        except PluginError as exc:
+            self.errors.append(LoadError(source, exc.message))
+            return
+        except Exception as exc:  # an entry point's import may raise anything
+            self.errors.append(LoadError(source, f"{type(exc).__name__}: {exc}"))
+            return
+        self.add_object(obj, source)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.implementations)
+
+    def select(self, patterns: Sequence[str] | None) -> list[Implementation]:
+        """Implementations matching any of the glob ``patterns`` (all when none given), in registration order.
+
+        A pattern that matches nothing is a UsageError listing the known names.
+        """
+        if not patterns:
+            return list(self.implementations.values())
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in self.implementations)]
+        if unknown:
+            raise UsageError(
+                f"--impl {', '.join(map(repr, unknown))} matches no implementation; known: {', '.join(self.names)}"
+            )
+        return [
+            impl
+            for name, impl in self.implementations.items()
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        ]
+
+
+def _entry_point_source(ep: Any) -> str:
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    return f"entry point {ep.name} = {ep.value}" + (f" ({dist})" if dist else "")
+
+
+def load_registry(
+    quantizer_specs: Iterable[str] = (),
+    hook_results: Iterable[tuple[str, object]] = (),
+    *,
+    use_entry_points: bool = True,
+) -> Registry:
+    """Build the registry from entry points, ``--quantizer`` specs and hook results.
+
+    When the harness itself is not installed (no entry point of ours), its
+    built-ins are loaded from the same specs its entry points name.
+    """
+    registry = Registry()
+    own_found = False
+    if use_entry_points:
+        for ep in sorted(
+            entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (not e.value.startswith("harness."), e.name)
+        ):
+            own_found = own_found or ep.value.startswith("harness.")
+            registry.add_loader(ep.load, _entry_point_source(ep))
+    if not own_found:
+        for spec in _BUILTIN_SPECS:
+            registry.add_loader(lambda spec=spec: resolve_spec(spec), f"built-in {spec}")
+    for spec in quantizer_specs:
+        registry.add_loader(lambda spec=spec: resolve_spec(spec), f"--quantizer {spec}")
+    for source, obj in hook_results:
+        registry.add_object(obj, source)
+    return registry

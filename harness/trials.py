@@ -1,0 +1,96 @@
+"""Running one implementation over the suite inputs: edge cases first, then hypothesis-drawn recipes.
+
+A property test hands :func:`for_each_input` a body that checks one
+:class:`Trial`; failures name the edge case (hypothesis prints the recipe for
+drawn inputs), and a check that does not apply to the implementation turns the
+whole test into a skip with the check's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from harness.api import QuantizedTensor, Quantizer
+from harness.inputs import InputRecipe, edge_cases, input_recipes
+from harness.properties import NotApplicable, PropertyViolation, check_output_contract, run_dequantize, run_quantize
+
+__all__ = ["Trial", "cached_trial", "for_each_input", "run_trial"]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One input, its untouched copy, and the implementation's quantized and reconstructed tensors."""
+
+    recipe: InputRecipe
+    x: torch.Tensor
+    x_before: torch.Tensor
+    q: QuantizedTensor
+    xhat: torch.Tensor
+
+
+_TRIAL_CACHE: dict[tuple[int, str, torch.dtype, InputRecipe], Trial] = {}
+_TRIAL_CACHE_LIMIT = 8192
+
+
+def cached_trial(quantizer: Quantizer, recipe: InputRecipe, dtype: torch.dtype) -> Trial:
+    """:func:`run_trial`, memoised per (implementation object, dtype, recipe) for the run.
+
+    The property tests of one implementation see the same inputs, so each input is
+    quantized once; ``test_deterministic`` and friends make their own fresh calls.
+    """
+    key = (id(quantizer), quantizer.name, dtype, recipe)
+    trial = _TRIAL_CACHE.get(key)
+    if trial is None:
+        if len(_TRIAL_CACHE) >= _TRIAL_CACHE_LIMIT:
+            _TRIAL_CACHE.clear()
+        trial = _TRIAL_CACHE[key] = run_trial(quantizer, recipe, dtype)
+    return trial
+
+
+def run_trial(quantizer: Quantizer, recipe: InputRecipe, dtype: torch.dtype) -> Trial:
+    """Build the input, quantize it (checking the output contract) and dequantize it."""
+    x = recipe.build(dtype, quantizer.spec)
+    x_before = x.clone()
+    q = run_quantize(quantizer, x)
+    check_output_contract(quantizer, x_before, q)
+    xhat = run_dequantize(quantizer, q)
+    return Trial(recipe, x, x_before, q, xhat)
+
+
+def for_each_input(
+    quantizer: Quantizer, dtype: torch.dtype, body: Callable[[Trial], None], *, generated: bool = True
+) -> None:
+    """Run ``body`` on every supported edge case, then on hypothesis-drawn inputs (profile ``fourbit``:
+    20 seeded examples; ``--hypothesis-profile fourbit-thorough`` for 400 random ones)."""
+    capabilities = quantizer.capabilities
+    ran = 0
+    try:
+        for recipe in edge_cases(quantizer.spec.block_size):
+            if capabilities.unsupported_reason(recipe.shape, dtype):
+                continue
+            try:
+                body(cached_trial(quantizer, recipe, dtype))
+            except PropertyViolation as violation:
+                raise PropertyViolation(
+                    violation.implementation, violation.prop, f"[edge case {recipe.name!r}] {violation.detail}"
+                ) from None
+            ran += 1
+    except NotApplicable as reason:
+        pytest.skip(str(reason))
+    if generated:
+        from hypothesis import given, reject
+
+        @given(recipe=input_recipes(capabilities, quantizer.spec.block_size))
+        def drawn_inputs(recipe: InputRecipe) -> None:
+            if capabilities.unsupported_reason(recipe.shape, dtype):
+                reject()
+            body(cached_trial(quantizer, recipe, dtype))
+
+        drawn_inputs()
+        ran += 1
+    if not ran:
+        pytest.skip(f"{quantizer.name}: no suite input fits its capabilities")
