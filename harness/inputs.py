@@ -7,8 +7,10 @@ fails, and ``recipe.build(dtype, spec)`` rebuilds the exact tensor.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -89,7 +91,7 @@ def _with_midpoints(values: torch.Tensor, block_size: int, spec: FormatSpec, dty
     anchored by +1 and -1 so that the absmax is exactly 1 and x / scale is exact."""
     assert spec.codebook is not None  # caller checked; internal invariant, not user input
     levels = sorted(set(spec.codebook))
-    midpoints = [(a + b) / 2 for a, b in zip(levels, levels[1:], strict=False) if -1 <= (a + b) / 2 <= 1]
+    midpoints = [(a + b) / 2 for a, b in itertools.pairwise(levels) if -1 <= (a + b) / 2 <= 1]
     probes: list[float] = []
     for m in midpoints:
         centre = torch.tensor(m, dtype=torch.float64).to(dtype)
@@ -127,7 +129,7 @@ def edge_cases(block_size: int) -> list[InputRecipe]:
     ]
 
 
-def input_recipes(capabilities: Capabilities, block_size: int):  # type: ignore[no-untyped-def]
+def input_recipes(capabilities: Capabilities, block_size: int) -> Any:
     """A hypothesis strategy of recipes whose shapes respect ``capabilities`` (numel multiple, ndim)."""
     from hypothesis import strategies as st
 

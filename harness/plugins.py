@@ -11,6 +11,7 @@ recorded as a :class:`LoadError` (reported by name, never fatal to the run).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -182,7 +183,7 @@ class Registry:
 
 def _entry_point_source(ep: Any) -> str:
     dist = getattr(getattr(ep, "dist", None), "name", None)
-    return f"entry point {ep.name} = {ep.value}" + (f" ({dist})" if dist else "")
+    return f"entry point {ep.name}" + (f" ({dist})" if dist else f" = {ep.value}")
 
 
 def load_registry(
@@ -206,9 +207,9 @@ def load_registry(
             registry.add_loader(ep.load, _entry_point_source(ep))
     if not own_found:
         for spec in _BUILTIN_SPECS:
-            registry.add_loader(lambda spec=spec: resolve_spec(spec), f"built-in {spec}")
+            registry.add_loader(functools.partial(resolve_spec, spec), f"built-in {spec}")
     for spec in quantizer_specs:
-        registry.add_loader(lambda spec=spec: resolve_spec(spec), f"--quantizer {spec}")
+        registry.add_loader(functools.partial(resolve_spec, spec), f"--quantizer {spec}")
     for source, obj in hook_results:
         registry.add_object(obj, source)
     return registry

@@ -63,6 +63,11 @@ _COMPUTE_ULPS = 4
 """How many compute-dtype ulps a decision may be off at a midpoint (division, midpoint and threshold rounding)."""
 
 
+_OUTPUT_ULPS = 4
+"""Ulps of the output dtype (and of float32) a reconstruction may be off by: decoders may round the level,
+the scale and their product separately in a 16-bit dtype."""
+
+
 class PropertyViolation(AssertionError):
     """A property the spec promises does not hold."""
 
@@ -230,7 +235,8 @@ def check_codebook(quantizer: Quantizer) -> None:
                 raise _fail(
                     quantizer,
                     prop,
-                    f"codes {i} and {j} share the value {values[i]!r}; expected 16 distinct levels (only +0/-0 may coincide)",
+                    f"codes {i} and {j} share the value {values[i]!r}; "
+                    "expected 16 distinct levels (only +0/-0 may coincide)",
                 )
     ordered = sorted(values)
     for lower, upper in itertools.pairwise(ordered):
@@ -346,7 +352,9 @@ def check_decode_consistency(quantizer: Quantizer, x: torch.Tensor, q: Quantized
     offsets = 0.0 if q.offsets is None else _per_element(q.offsets.double(), x.numel(), quantizer.spec.block_size)
     expected = levels[codes] * scales + offsets
     actual = xhat.reshape(-1).double()
-    tolerance = 2 * _ulp_bound(expected, x.dtype) + 2 * _ulp_bound(expected, torch.float32)
+    # Four ulps of the output dtype and of float32 cover decoders that round codebook, scale and product
+    # separately (e.g. in bfloat16); a wrong code or scale is off by a level gap, far beyond this.
+    tolerance = _OUTPUT_ULPS * (_ulp_bound(expected, x.dtype) + _ulp_bound(expected, torch.float32))
     bad = (actual - expected).abs() > tolerance
     if bool(bad.any()):
         index = int(((actual - expected).abs() - tolerance).argmax())
@@ -440,9 +448,9 @@ def check_nearest(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor) -> 
         quantizer,
         prop,
         f"{int((~ok).sum())} elements not rounded to the nearest level, worst {describe_element(x, index)}: "
-        f"block scale {float(scales[index])!r}, got code {int(codes[index])} -> {float(representable[index, codes[index]])!r} "
-        f"(|err| {float(chosen[index]):.6g}), expected code {nearest_code} -> {float(representable[index, nearest_code])!r} "
-        f"(|err| {float(best[index]):.6g})",
+        f"block scale {float(scales[index])!r}, got code {int(codes[index])} -> "
+        f"{float(representable[index, codes[index]])!r} (|err| {float(chosen[index]):.6g}), expected code "
+        f"{nearest_code} -> {float(representable[index, nearest_code])!r} (|err| {float(best[index]):.6g})",
     )
 
 
@@ -503,7 +511,9 @@ def check_roundtrip_bound(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTen
         bound = half_gap * scales
         basis = f"half gap {half_gap:.6g} x reported scale"
     eps = torch.finfo(quantizer.capabilities.compute_dtype).eps
-    bound = bound * (1 + _COMPUTE_ULPS * eps) + _ulp_bound(out, x.dtype) + _ulp_bound(flat, torch.float32)
+    bound = bound * (1 + _COMPUTE_ULPS * eps) + _OUTPUT_ULPS * (
+        _ulp_bound(out, x.dtype) + _ulp_bound(flat, torch.float32)
+    )
     error = (flat - out).abs()
     excess = error - bound
     if bool((excess > 0).any()):

@@ -51,16 +51,24 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fourbit", "fourbit-harness: 4-bit quantizer suites")
     group.addoption(
-        "--quantizer", action="append", default=[], metavar="MODULE:ATTR",
+        "--quantizer",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
         help="also test this quantizer (an instance, class, or zero-argument factory returning one or a list); "
         "repeatable",
     )
     group.addoption(
-        "--impl", action="append", default=[], metavar="NAME",
+        "--impl",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="run only implementations whose name matches NAME (glob patterns allowed); repeatable",
     )
     group.addoption(
-        "--fourbit-no-entry-points", action="store_true", default=False,
+        "--fourbit-no-entry-points",
+        action="store_true",
+        default=False,
         help="ignore installed plugins of group fourbit.quantizers (built-ins still load)",
     )
 
@@ -74,14 +82,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except ImportError:  # pragma: no cover - hypothesis is a dependency
         return
     for profile, examples in HYPOTHESIS_PROFILES.items():
+        seeded = {"derandomize": True, "database": None} if profile == "fourbit" else {}
         settings.register_profile(
             profile,
             max_examples=examples,
-            derandomize=profile == "fourbit",
             deadline=None,
-            database=None if profile == "fourbit" else settings.default.database,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
             print_blob=True,
+            **seeded,  # type: ignore[arg-type]
         )
     if not config.getoption("hypothesis_profile", default=None):
         settings.load_profile("fourbit")
@@ -115,14 +123,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _parametrized_by_user(metafunc: pytest.Metafunc, name: str) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "quantizer" in metafunc.fixturenames:
-        config = metafunc.config
-        selected = _registry(config).select(config.getoption("impl"))
-        metafunc.parametrize(
-            "quantizer", [impl.quantizer for impl in selected], ids=[impl.name for impl in selected]
-        )
-    if "dtype" in metafunc.fixturenames:
+    """Parametrize ``quantizer`` over the selected implementations, and ``dtype`` (only in tests that take a
+    ``quantizer``) over float32/float16/bfloat16; arguments the test parametrizes itself are left alone."""
+    if "quantizer" not in metafunc.fixturenames or _parametrized_by_user(metafunc, "quantizer"):
+        return
+    config = metafunc.config
+    selected = _registry(config).select(config.getoption("impl"))
+    metafunc.parametrize("quantizer", [impl.quantizer for impl in selected], ids=[impl.name for impl in selected])
+    if "dtype" in metafunc.fixturenames and not _parametrized_by_user(metafunc, "dtype"):
         import torch
 
         metafunc.parametrize("dtype", [getattr(torch, name) for name in DTYPE_NAMES], ids=list(DTYPE_NAMES))
@@ -213,8 +230,14 @@ def record(request: pytest.FixtureRequest) -> Any:
     suite = request.node.path.parent.name
 
     def _record(metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
-        result = Result(suite=suite, case=case or request.node.name, implementation=implementation, metric=metric,
-                        value=value, **fields)
+        result = Result(
+            suite=suite,
+            case=case or request.node.name,
+            implementation=implementation,
+            metric=metric,
+            value=value,
+            **fields,
+        )
         state.results.append(result)
         return result
 

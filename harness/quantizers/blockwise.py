@@ -29,10 +29,10 @@ __all__ = [
     "absmax_per_block",
     "decode_blocks",
     "dequantize_scales",
-    "encode_blocks",
     "encode_nearest",
     "nearest_table",
     "num_blocks",
+    "quantize_absmax_blocks",
     "quantize_scales",
 ]
 
@@ -77,6 +77,40 @@ class NearestTable:
     codes_in_order: torch.Tensor
     boundaries: torch.Tensor
     identity_order: bool
+    cell_code: torch.Tensor | None = None
+    cell_step: torch.Tensor | None = None
+    cell_boundary: torch.Tensor | None = None
+
+
+_CELLS = 2048
+"""Cells of width 2/_CELLS over [-1, 1] for the lookup encoder: narrower than any gap between decision
+boundaries of the reference formats, so each cell holds at most one boundary."""
+_CELL_SLACK = 1e-6
+"""How far float32 rounding of (y + 1) * _CELLS / 2 can move y across a cell edge, with a wide margin."""
+
+
+def _cell_lookup(boundaries: list[float], order: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Per cell of [-1, 1]: the code below its boundary, the step (mod 256) to the code above it, and the
+    one boundary inside it (+inf if none).
+
+    Returns None when some cell (widened by the slack) holds two boundaries: then only bucketize is exact.
+    """
+    codes, steps, inside = [], [], []
+    for cell in range(_CELLS + 1):
+        low = -1.0 + 2.0 * cell / _CELLS - _CELL_SLACK
+        high = -1.0 + 2.0 * (cell + 1) / _CELLS + _CELL_SLACK
+        here = [b for b in boundaries if low <= b <= high]
+        if len(here) > 1:
+            return None
+        position = sum(1 for b in boundaries if b < low)
+        codes.append(order[position])
+        steps.append((order[position + 1] - order[position]) % 256 if here else 0)
+        inside.append(here[0] if here else math.inf)
+    return (
+        torch.tensor(codes, dtype=torch.uint8),
+        torch.tensor(steps, dtype=torch.uint8),
+        torch.tensor(inside, dtype=torch.float32),
+    )
 
 
 def nearest_table(codebook: torch.Tensor) -> NearestTable:
@@ -90,11 +124,15 @@ def nearest_table(codebook: torch.Tensor) -> NearestTable:
         # y > boundary selects ``upper``. Positive midpoints: ties go down (toward zero);
         # midpoints <= 0: ties go up (toward zero, and +0 over -0).
         boundaries.append(_float32_below(midpoint, strictly=midpoint <= 0))
+    lookup = _cell_lookup(boundaries, order)
     return NearestTable(
         sorted_levels=torch.tensor([values[c] for c in order], dtype=torch.float32),
         codes_in_order=torch.tensor(order, dtype=torch.uint8),
         boundaries=torch.tensor(boundaries, dtype=torch.float32),
         identity_order=order == list(range(len(values))),
+        cell_code=None if lookup is None else lookup[0],
+        cell_step=None if lookup is None else lookup[1],
+        cell_boundary=None if lookup is None else lookup[2],
     )
 
 
@@ -108,35 +146,56 @@ _CHUNK_ELEMENTS = 1 << 20
 """Elements per step of the encoder: small enough that x / scale stays in cache for the bucketing pass."""
 
 
-def encode_blocks(flat: torch.Tensor, scales: torch.Tensor, block_size: int, table: NearestTable) -> torch.Tensor:
-    """Codes (flat uint8) of ``x / scale`` per block, for a flat float32 ``x``.
+def quantize_absmax_blocks(
+    flat: torch.Tensor, block_size: int, table: NearestTable
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Absmax blockwise quantization of a flat float32 tensor: (codes, high-nibble-first packed bytes, scales).
 
-    Blocks whose scale is 0 (all zeros) are divided by 1, so they encode 0, never NaN.
-    Works in cache-sized chunks of whole blocks; the result equals
-    ``encode_nearest(x / scale)`` element for element.
+    Equal, element for element, to ``absmax_per_block`` then ``encode_nearest(x / scale)`` then
+    ``pack_nibbles``; done in cache-sized chunks of whole blocks so that each chunk of the input is
+    read from memory once. Blocks whose absmax is 0 are divided by 1: they encode 0, never NaN.
     """
-    safe = torch.where(scales == 0, torch.ones_like(scales), scales)
     numel = flat.numel()
-    codes = torch.empty(numel, dtype=torch.uint8)
+    full = numel - numel % block_size
+    scales = torch.empty(-(-numel // block_size), dtype=torch.float32)
+    codes = torch.empty(numel + numel % 2, dtype=torch.uint8)
     chunk = max(_CHUNK_ELEMENTS // block_size, 1) * block_size
     normalized = torch.empty(min(chunk, numel), dtype=torch.float32)
     positions = torch.empty(min(chunk, numel), dtype=torch.int32)
-    full = numel - numel % block_size
+    scratch = torch.empty(min(chunk, numel), dtype=torch.float32)
+    small = torch.empty(min(chunk, numel), dtype=torch.uint8)
     for start in range(0, full, chunk):
         stop = min(start + chunk, full)
-        rows = (stop - start) // block_size
+        rows, first = (stop - start) // block_size, start // block_size
+        block_view = flat[start:stop].view(rows, block_size)
+        low, high = torch.aminmax(block_view, dim=1)
+        chunk_scales = torch.maximum(high, low.neg(), out=scales[first : first + rows])
+        divisor = torch.where(chunk_scales == 0, 1.0, chunk_scales)
         y = normalized[: stop - start]
-        torch.div(
-            flat[start:stop].view(rows, block_size),
-            safe[start // block_size : start // block_size + rows, None],
-            out=y.view(rows, block_size),
-        )
-        codes[start:stop] = _positions_to_codes(
-            torch.bucketize(y, table.boundaries, out_int32=True, out=positions[: stop - start]), table
-        )
+        torch.div(block_view, divisor[:, None], out=y.view(rows, block_size))
+        if table.cell_code is None or table.cell_step is None or table.cell_boundary is None:
+            found = torch.bucketize(y, table.boundaries, out_int32=True, out=positions[: stop - start])
+            codes[start:stop] = _positions_to_codes(found, table)
+            continue
+        # |y| <= 1 here (absmax scaling), so the cell index is in [0, _CELLS]; one compare picks the side
+        # of the cell's boundary.
+        cell = positions[: stop - start]
+        cell.copy_(scratch[: stop - start].copy_(y).add_(1.0).mul_(_CELLS / 2))  # float -> int truncates
+        out = codes[start:stop]
+        torch.index_select(table.cell_code, 0, cell, out=out)
+        above = torch.gt(y, torch.index_select(table.cell_boundary, 0, cell, out=scratch[: stop - start]))
+        if table.identity_order:
+            out.add_(above)
+        else:
+            out.add_(torch.index_select(table.cell_step, 0, cell, out=small[: stop - start]).mul_(above))
     if full < numel:
-        codes[full:] = encode_nearest(flat[full:] / safe[-1], table)
-    return codes
+        tail = flat[full:]
+        scales[-1] = tail.abs().amax()
+        codes[full:numel] = encode_nearest(tail / (scales[-1] if scales[-1] > 0 else 1.0), table)
+    if numel % 2:
+        codes[numel] = 0
+    packed = (codes[0::2] << 4) | codes[1::2]
+    return codes[:numel], packed, scales
 
 
 def _positions_to_codes(positions: torch.Tensor, table: NearestTable) -> torch.Tensor:

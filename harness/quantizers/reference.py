@@ -14,14 +14,13 @@ import torch.nn.functional as F
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
 from harness.errors import InvalidArgument
 from harness.formats import codebook as format_codebook
-from harness.packing import pack_nibbles, unpack_nibbles
+from harness.packing import unpack_nibbles
 from harness.quantizers.blockwise import (
     DoubleQuantizedScales,
-    absmax_per_block,
     decode_blocks,
     dequantize_scales,
-    encode_blocks,
     nearest_table,
+    quantize_absmax_blocks,
     quantize_scales,
 )
 from harness.validation import check_block_size, check_weight
@@ -73,9 +72,8 @@ class ReferenceQuantizer:
         check_weight(x)
         block_size = self.spec.block_size
         flat = x.detach().reshape(-1).to(torch.float32)
-        scales = absmax_per_block(flat, block_size)
-        codes = encode_blocks(flat, scales, block_size, self._table)
-        storage: dict[str, torch.Tensor] = {"packed": pack_nibbles(codes, PACKING_HIGH_FIRST)}
+        codes, packed, scales = quantize_absmax_blocks(flat, block_size, self._table)
+        storage: dict[str, torch.Tensor] = {"packed": packed}
         dq = self.spec.double_quant
         if dq is None:
             storage["absmax"] = scales
