@@ -63,6 +63,8 @@ class LoadError:
 def check_quantizer(obj: object, source: str) -> Quantizer:
     """Return ``obj`` if it satisfies the Quantizer contract, else raise ContractViolation naming the problem."""
     label = repr(getattr(obj, "name", None) or type(obj).__name__)
+    if isinstance(obj, type):
+        raise ContractViolation(source, f"{label}: got the class {obj.__name__}, expected an instance of it")
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ContractViolation(

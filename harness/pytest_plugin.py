@@ -65,6 +65,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="run only implementations whose name matches NAME (glob patterns allowed); repeatable",
     )
+    _register_hypothesis_profiles()
     group.addoption(
         "--fourbit-no-entry-points",
         action="store_true",
@@ -73,14 +74,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_STATE] = _RunState()
-    config.pluginmanager.register(_SessionReporter(config), "fourbit-session-reporter")
-    config.addinivalue_line("markers", "fourbit_property(name): the property a suite test checks (for the report)")
-    try:
-        from hypothesis import HealthCheck, settings
-    except ImportError:  # pragma: no cover - hypothesis is a dependency
-        return
+def _register_hypothesis_profiles() -> None:
+    """Register the suites' profiles early: hypothesis loads ``--hypothesis-profile`` in its own configure."""
+    from hypothesis import HealthCheck, settings
+
     for profile, examples in HYPOTHESIS_PROFILES.items():
         seeded = {"derandomize": True, "database": None} if profile == "fourbit" else {}
         settings.register_profile(
@@ -91,7 +88,15 @@ def pytest_configure(config: pytest.Config) -> None:
             print_blob=True,
             **seeded,  # type: ignore[arg-type]
         )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STATE] = _RunState()
+    config.pluginmanager.register(_SessionReporter(config), "fourbit-session-reporter")
+    config.addinivalue_line("markers", "fourbit_property(name): the property a suite test checks (for the report)")
     if not config.getoption("hypothesis_profile", default=None):
+        from hypothesis import settings
+
         settings.load_profile("fourbit")
 
 
@@ -159,15 +164,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash[_STATE]
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is None or "quantizer" not in callspec.params:
-            continue
-        quantizer = callspec.params["quantizer"]
+        quantizer = None if callspec is None else callspec.params.get("quantizer")
+        if callspec is None or quantizer is None or not isinstance(getattr(quantizer, "name", None), str):
+            continue  # not one of ours (a test may parametrize ``quantizer`` itself)
         state.item_keys[item.nodeid] = (quantizer.name, _property_name(item))
         dtype = callspec.params.get("dtype")
-        if dtype is not None:
-            reason = quantizer.capabilities.unsupported_reason((quantizer.spec.block_size,), dtype)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=f"{quantizer.name}: {reason}"))
+        if dtype is not None and dtype not in quantizer.capabilities.dtypes:
+            reason = f"dtype {dtype} not in capabilities.dtypes={quantizer.capabilities.dtypes!r}"
+            item.add_marker(pytest.mark.skip(reason=f"{quantizer.name}: {reason}"))
 
 
 class _SessionReporter:
@@ -175,6 +179,23 @@ class _SessionReporter:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+
+    def pytest_plugin_registered(self, plugin: object, manager: pytest.PytestPluginManager) -> None:
+        """A conftest.py that pytest loads during collection comes after the registry was built: its
+        ``pytest_fourbit_quantizers`` would be silently ignored, so say so."""
+        state = self.config.stash[_STATE]
+        if state.registry is None or not hasattr(plugin, "pytest_fourbit_quantizers"):
+            return
+        from harness.plugins import LoadError
+
+        where = getattr(plugin, "__file__", None) or manager.get_name(plugin) or repr(plugin)
+        state.registry.errors.append(
+            LoadError(
+                f"pytest_fourbit_quantizers in {where}",
+                "registered after the registry was built (a conftest.py below the collected folders); "
+                "move it to the rootdir conftest.py or the folder passed on the command line, or use -p",
+            )
+        )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from harness.report import Outcome
@@ -226,7 +247,8 @@ def record(request: pytest.FixtureRequest) -> Any:
     state = request.config.stash[_STATE]
     callspec = getattr(request.node, "callspec", None)
     params = callspec.params if callspec is not None else {}
-    implementation = params["quantizer"].name if "quantizer" in params else "-"
+    implementation = getattr(params.get("quantizer"), "name", None)
+    implementation = implementation if isinstance(implementation, str) else "-"
     suite = request.node.path.parent.name
 
     def _record(metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:

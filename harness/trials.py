@@ -32,7 +32,7 @@ class Trial:
     xhat: torch.Tensor
 
 
-_TRIAL_CACHE: dict[tuple[int, str, torch.dtype, InputRecipe], Trial] = {}
+_TRIAL_CACHE: dict[tuple[int, str, torch.dtype, InputRecipe], tuple[Quantizer, Trial]] = {}
 _TRIAL_CACHE_LIMIT = 8192
 
 
@@ -43,11 +43,13 @@ def cached_trial(quantizer: Quantizer, recipe: InputRecipe, dtype: torch.dtype) 
     quantized once; ``test_deterministic`` and friends make their own fresh calls.
     """
     key = (id(quantizer), quantizer.name, dtype, recipe)
-    trial = _TRIAL_CACHE.get(key)
-    if trial is None:
-        if len(_TRIAL_CACHE) >= _TRIAL_CACHE_LIMIT:
-            _TRIAL_CACHE.clear()
-        trial = _TRIAL_CACHE[key] = run_trial(quantizer, recipe, dtype)
+    cached = _TRIAL_CACHE.get(key)
+    if cached is not None and cached[0] is quantizer:
+        return cached[1]
+    if len(_TRIAL_CACHE) >= _TRIAL_CACHE_LIMIT:
+        _TRIAL_CACHE.clear()
+    trial = run_trial(quantizer, recipe, dtype)
+    _TRIAL_CACHE[key] = (quantizer, trial)  # the entry keeps the quantizer alive, so its id stays unique
     return trial
 
 

@@ -38,7 +38,7 @@ def test_nibble_orders_are_mirror_images() -> None:
 
 
 def test_packing_rejects_wrong_dtypes_sizes_and_orders() -> None:
-    with pytest.raises(InvalidArgument, match="expected torch.uint8"):
+    with pytest.raises(InvalidArgument, match=r"expected torch\.uint8"):
         pack_nibbles(torch.tensor([1, 2]))
     with pytest.raises(InvalidArgument, match="expected 2 for 3 codes"):
         unpack_nibbles(torch.zeros(3, dtype=torch.uint8), 3)
@@ -81,7 +81,7 @@ def test_format_spec_normalises_and_validates() -> None:
             FormatSpec("x", **bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="expected a non-empty string"):
         FormatSpec("", codebook=None)
-    with pytest.raises(InvalidArgument, match="DoubleQuant.bits=0"):
+    with pytest.raises(InvalidArgument, match=r"DoubleQuant\.bits=0"):
         DoubleQuant(bits=0)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +35,10 @@ from harness.api import (
     DoubleQuant,
     FormatSpec,
     QuantizedTensor,
+    Quantizer,
 )
 from harness.formats import codebook as format_codebook
-from harness.packing import pack_nibbles, packed_size, unpack_nibbles
+from harness.packing import pack_nibbles, unpack_nibbles
 
 __all__ = [
     "ZOO_BROKEN",
@@ -70,7 +71,7 @@ def _per_element(per_block: torch.Tensor, numel: int, block_size: int) -> torch.
 class _AbsmaxBlockwise:
     """Absmax blockwise quantizer: scale = max |x| per block, code = nearest level of x / scale."""
 
-    name: ClassVar[str] = "zoo-absmax-base"
+    name: str = "zoo-absmax-base"
     format: ClassVar[str] = "nf4"
     block_size: ClassVar[int] = 64
     packing: ClassVar[str | None] = PACKING_HIGH_FIRST
@@ -191,6 +192,38 @@ class ZooNF4DoubleQuant(_AbsmaxBlockwise):
 
     def _load_scales(self, q: QuantizedTensor) -> torch.Tensor:
         return self._scale_table(q.storage["absmax_codes"], q.storage["absmax_outer"])
+
+
+class ZooFP4Sorted(_AbsmaxBlockwise):
+    """Correct FP4 in bitsandbytes' code order (not sorted, +0 and -0 both present): nearest by bucketize
+    over the sorted levels, then a table from sorted position to code."""
+
+    name = "zoo-fp4-sorted"
+    format = "fp4"
+
+    def __init__(self) -> None:
+        super().__init__()
+        values = self._levels.tolist()
+        order = sorted(range(16), key=lambda c: (values[c], math.copysign(1.0, values[c])))
+        self._order = torch.tensor(order)
+        ordered = self._levels[self._order].double()
+        self._thresholds = ((ordered[1:] + ordered[:-1]) / 2).float()
+
+    def _reported_codes(self, position: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return codes
+
+    def quantize(self, x: torch.Tensor) -> QuantizedTensor:
+        flat = self._flat(x)
+        scales = self._absmax(flat)
+        position = torch.bucketize(self._normalize(x, flat, scales), self._thresholds)
+        codes = self._order[position].to(torch.uint8)
+        return QuantizedTensor(
+            codes=self._reported_codes(position, codes).reshape(x.shape),
+            scales=scales,
+            shape=x.shape,
+            dtype=x.dtype,
+            storage={"packed": self._pack(codes), "absmax": scales},
+        )
 
 
 class _InputDtypeDivision(_AbsmaxBlockwise):
@@ -314,6 +347,57 @@ class ZooMinMaxAffine:
     def dequantize(self, q: QuantizedTensor) -> torch.Tensor:
         codes = unpack_nibbles(q.storage["packed"], q.numel).to(torch.float32)
         w = codes * _per_element(q.storage["scale"], q.numel, 64) + _per_element(q.storage["min"], q.numel, 64)
+        return w.reshape(q.shape).to(q.dtype)
+
+
+class ZooInt4ZeroPoint:
+    """Correct GPTQ/AWQ-style asymmetric int4 with an integer zero point: per block the range
+    [min(x, 0), max(x, 0)], ``scale = range / 15``, ``zero = round(-min / scale)``, ``q = clamp(round(x /
+    scale) + zero, 0, 15)``, dequantized as ``(q - zero) * scale``. Zero is exact (q = zero), so
+    exact_zero=True; an all-zero block gets GPTQ's guard range [-1, 1]. Reported as the contract asks:
+    codebook 0..15, scales = scale, offsets = -zero * scale (float32)."""
+
+    name = "zoo-int4-zeropoint"
+
+    def __init__(self) -> None:
+        self.spec = FormatSpec(
+            format="uint4-zp",
+            codebook=tuple(float(k) for k in range(16)),
+            block_size=64,
+            scale="minmax-zeropoint",
+            exact_zero=True,
+            packing=PACKING_HIGH_FIRST,
+        )
+        self.capabilities = Capabilities()
+
+    def _range(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xmin = blocks.amin(dim=1).clamp(max=0)
+        xmax = blocks.amax(dim=1).clamp(min=0)
+        dead = (xmin == 0) & (xmax == 0)  # GPTQ: tmp = (xmin == 0) & (xmax == 0); xmin[tmp] = -1; xmax[tmp] = +1
+        return torch.where(dead, -1.0, xmin), torch.where(dead, 1.0, xmax)
+
+    def quantize(self, x: torch.Tensor) -> QuantizedTensor:
+        w = x.detach().float().reshape(-1)
+        n = w.numel()
+        xmin, xmax = self._range(_pad_blocks(w, 64))  # zero padding is harmless: the range always holds 0
+        scale = (xmax - xmin) / 15
+        zero = torch.round(-xmin / scale)
+        q = torch.round(w / _per_element(scale, n, 64) + _per_element(zero, n, 64)).clamp(0, 15)
+        codes = q.to(torch.uint8)
+        return QuantizedTensor(
+            codes=codes.reshape(x.shape),
+            scales=scale,
+            offsets=-zero * scale,
+            shape=x.shape,
+            dtype=x.dtype,
+            storage={"packed": pack_nibbles(codes), "scale": scale, "zero": zero.to(torch.float16)},
+        )
+
+    def dequantize(self, q: QuantizedTensor) -> torch.Tensor:
+        codes = unpack_nibbles(q.storage["packed"], q.numel).to(torch.float32)
+        n = q.numel
+        zero = q.storage["zero"].to(torch.float32)
+        w = (codes - _per_element(zero, n, 64)) * _per_element(q.storage["scale"], n, 64)
         return w.reshape(q.shape).to(q.dtype)
 
 
@@ -511,34 +595,14 @@ class ZooNoExactZero(_AbsmaxBlockwise):
         return torch.arange(-15, 16, 2, dtype=torch.float64).div(15).float()
 
 
-class ZooCodesDisagree(_AbsmaxBlockwise):
-    """BUG (reported codes disagree with dequantize): an FP4 (bitsandbytes code order) quantizer that
-    packs the right codes but reports its internal sorted-position index as ``codes``."""
+class ZooCodesDisagree(ZooFP4Sorted):
+    """BUG (reported codes disagree with dequantize): the FP4 quantizer above, reporting its internal
+    sorted-position index as ``codes`` while packing (and decoding) the real bitsandbytes codes."""
 
     name = "zoo-codes-disagree"
-    format = "fp4"
-    packing = None
 
-    def __init__(self) -> None:
-        super().__init__()
-        values = self._levels.tolist()
-        order = sorted(range(16), key=lambda c: (values[c], math.copysign(1.0, values[c])))
-        self._order = torch.tensor(order)
-        ordered = self._levels[self._order].double()
-        self._thresholds = ((ordered[1:] + ordered[:-1]) / 2).float()
-
-    def quantize(self, x: torch.Tensor) -> QuantizedTensor:
-        flat = self._flat(x)
-        scales = self._absmax(flat)
-        position = torch.bucketize(self._normalize(x, flat, scales), self._thresholds)
-        codes = self._order[position].to(torch.uint8)
-        return QuantizedTensor(
-            codes=position.to(torch.uint8).reshape(x.shape),  # the bug: should be ``codes``
-            scales=scales,
-            shape=x.shape,
-            dtype=x.dtype,
-            storage={"packed": self._pack(codes), "absmax": scales},
-        )
+    def _reported_codes(self, position: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return position.to(torch.uint8)  # the bug: should be ``codes``
 
 
 class ZooDoubleQuant4Bit(_AbsmaxBlockwise):
@@ -572,49 +636,14 @@ class ZooBF16ComputeUndeclared(_InputDtypeDivision):
     name = "zoo-bf16-compute-undeclared"
 
 
-class ZooNaNZeroBlocks:
-    """BUG (NaN on all-zero blocks): GPTQ-style asymmetric int4 with a float zero point,
-    ``scale = (max - min) / 15``, ``zero = round(-min / scale)``, without the guard for a zero range: an
-    all-zero block gets scale 0 and zero = 0/0 = NaN, and dequantize ``(q - zero) * scale`` returns NaN.
-    Zero is exact for every other block (an integer zero point), so exact_zero=True is otherwise honest."""
+class ZooNaNZeroBlocks(ZooInt4ZeroPoint):
+    """BUG (NaN on all-zero blocks): the GPTQ-style quantizer above without its zero-range guard: an
+    all-zero block gets scale 0 and zero point round(-0 / 0) = NaN, and ``(q - zero) * scale`` is NaN."""
 
     name = "zoo-nan-zero-blocks"
 
-    def __init__(self) -> None:
-        self.spec = FormatSpec(
-            format="uint4-zp",
-            codebook=tuple(float(k) for k in range(16)),
-            block_size=64,
-            scale="minmax-zeropoint",
-            exact_zero=True,
-            packing=PACKING_HIGH_FIRST,
-        )
-        self.capabilities = Capabilities()
-
-    def quantize(self, x: torch.Tensor) -> QuantizedTensor:
-        w = x.detach().float().reshape(-1)
-        n = w.numel()
-        blocks = _pad_blocks(w, 64)  # zero padding: min <= 0 <= max anyway (the range always holds 0)
-        xmin = blocks.amin(dim=1).clamp(max=0)
-        xmax = blocks.amax(dim=1).clamp(min=0)
-        scale = (xmax - xmin) / 15
-        zero = torch.round(-xmin / scale)  # the bug: 0 / 0 for an all-zero block
-        q = torch.round(w / _per_element(scale, n, 64) + _per_element(zero, n, 64)).clamp(0, 15)
-        codes = q.to(torch.uint8)
-        return QuantizedTensor(
-            codes=codes.reshape(x.shape),
-            scales=scale,
-            offsets=-zero * scale,
-            shape=x.shape,
-            dtype=x.dtype,
-            storage={"packed": pack_nibbles(codes), "scale": scale, "zero": zero},
-        )
-
-    def dequantize(self, q: QuantizedTensor) -> torch.Tensor:
-        codes = unpack_nibbles(q.storage["packed"], q.numel).to(torch.float32)
-        n = q.numel
-        w = (codes - _per_element(q.storage["zero"], n, 64)) * _per_element(q.storage["scale"], n, 64)
-        return w.reshape(q.shape).to(q.dtype)
+    def _range(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return blocks.amin(dim=1).clamp(max=0), blocks.amax(dim=1).clamp(min=0)  # no guard: 0 / 0 below
 
 
 class FakeNF4MeanStd:
@@ -663,7 +692,7 @@ class FakeNF4MeanStd:
 
 # ---------------------------------------------------------------------------------------------- registry
 
-ZOO_CORRECT: list[type] = [
+ZOO_CORRECT: list[type[Any]] = [
     ZooNF4Argmin,
     ZooInt4LowFirst,
     ZooAF4Block128,
@@ -671,43 +700,44 @@ ZOO_CORRECT: list[type] = [
     ZooMinMaxAffine,
     ZooNF4BF16Declared,
     ZooNF4DoubleQuant,
+    ZooInt4ZeroPoint,
+    ZooFP4Sorted,
 ]
 """Correct implementations: every property test that applies must pass (skips only where it does not)."""
 
-ZOO_BROKEN: dict[str, tuple[type, set[str]]] = {
-    cls.name: (cls, expected)
-    for cls, expected in [
-        (ZooOffByOneBlocks, {"test_scales", "test_nearest_code"}),
-        (ZooPartialBlockPrevScale, {"test_scales", "test_nearest_code"}),
-        (ZooFloorRounding, {"test_nearest_code", "test_roundtrip_bound"}),
-        (ZooWrongMidpoint, {"test_nearest_code"}),
-        (ZooSwappedNibblesPack, {"test_packing"}),
-        (ZooSwappedNibblesUnpack, {"test_decode_consistency", "test_roundtrip_bound"}),
-        (ZooNaNZeroBlocks, {"test_shape_dtype_finite", "test_zero_blocks"}),
-        (ZooLostShape, {"test_shape_dtype_finite"}),
-        (ZooLostDtype, {"test_shape_dtype_finite"}),
-        (ZooMutatedInput, {"test_input_unchanged"}),
-        (ZooHiddenCopy, {"test_storage_used"}),
-        (ZooStorageView, {"test_storage_size"}),
-        (ZooNondeterministic, {"test_deterministic"}),
-        (ZooFakeNF4Uniform, {"test_codebook", "test_error_statistics"}),
-        (FakeNF4MeanStd, {"test_codebook", "test_exact_zero", "test_roundtrip_bound"}),
-        (ZooClippedScales, {"test_scales"}),
-        (ZooClampedAbsmax, {"test_scales", "test_nearest_code"}),
-        (ZooNoExactZero, {"test_codebook", "test_exact_zero"}),
-        (ZooCodesDisagree, {"test_decode_consistency"}),
-        (ZooDoubleQuant4Bit, {"test_scales"}),
-        (ZooBF16ComputeUndeclared, {"test_nearest_code"}),
-    ]
-}
+_BROKEN: list[tuple[type[Any], set[str]]] = [
+    (ZooOffByOneBlocks, {"test_scales", "test_nearest_code", "test_roundtrip_bound"}),
+    (ZooPartialBlockPrevScale, {"test_scales", "test_nearest_code", "test_roundtrip_bound"}),
+    (ZooFloorRounding, {"test_nearest_code", "test_roundtrip_bound", "test_error_statistics"}),
+    (ZooWrongMidpoint, {"test_nearest_code", "test_error_statistics"}),
+    (ZooSwappedNibblesPack, {"test_packing"}),
+    (ZooSwappedNibblesUnpack, {"test_decode_consistency", "test_roundtrip_bound", "test_monotone"}),
+    (ZooNaNZeroBlocks, {"test_shape_dtype_finite", "test_zero_blocks", "test_exact_zero"}),
+    (ZooLostShape, {"test_shape_dtype_finite"}),
+    (ZooLostDtype, {"test_shape_dtype_finite"}),
+    (ZooMutatedInput, {"test_input_unchanged"}),
+    (ZooHiddenCopy, {"test_storage_used"}),
+    (ZooStorageView, {"test_storage_size"}),
+    (ZooNondeterministic, {"test_deterministic"}),
+    (ZooFakeNF4Uniform, {"test_codebook", "test_error_statistics"}),
+    (FakeNF4MeanStd, {"test_codebook", "test_exact_zero", "test_roundtrip_bound"}),
+    (ZooClippedScales, {"test_scales", "test_nearest_code"}),
+    (ZooClampedAbsmax, {"test_scales", "test_nearest_code", "test_roundtrip_bound"}),
+    (ZooNoExactZero, {"test_codebook", "test_exact_zero"}),
+    (ZooCodesDisagree, {"test_decode_consistency", "test_nearest_code"}),
+    (ZooDoubleQuant4Bit, {"test_scales", "test_roundtrip_bound"}),
+    (ZooBF16ComputeUndeclared, {"test_nearest_code"}),
+]
+
+ZOO_BROKEN: dict[str, tuple[type[Any], set[str]]] = {cls.name: (cls, expected) for cls, expected in _BROKEN}
 """name -> (class, property tests that must fail for it). Other tests may fail too where the bug spills over."""
 
 
-def correct_quantizers() -> list[object]:
+def correct_quantizers() -> list[Quantizer]:
     """Fresh instances of every correct zoo quantizer (``--quantizer tests.zoo:correct_quantizers``)."""
     return [cls() for cls in ZOO_CORRECT]
 
 
-def broken_quantizers() -> list[object]:
+def broken_quantizers() -> list[Quantizer]:
     """Fresh instances of every broken zoo quantizer (``--quantizer tests.zoo:broken_quantizers``)."""
     return [cls() for cls, _ in ZOO_BROKEN.values()]
