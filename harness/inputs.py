@@ -86,27 +86,47 @@ def _base_values(distribution: str, numel: int, generator: torch.Generator) -> t
     raise ValueError(f"distribution={distribution!r}, expected one of {_DISTRIBUTIONS}")
 
 
-def _with_midpoints(values: torch.Tensor, block_size: int, spec: FormatSpec, dtype: torch.dtype) -> torch.Tensor:
-    """Overwrite the first block with exact codebook midpoints and values 1-2 ulp (of ``dtype``) beside them,
-    anchored by +1 and -1 so that the absmax is exactly 1 and x / scale is exact."""
-    assert spec.codebook is not None  # caller checked; internal invariant, not user input
+def _midpoint_probes(spec: FormatSpec, dtype: torch.dtype) -> list[float]:
+    """Every midpoint between adjacent levels inside [-1, 1] (rounded to ``dtype``) and the values 1 and 2
+    ulp of ``dtype`` above and below it."""
+    assert spec.codebook is not None  # callers check; an internal invariant, not user input
     levels = sorted(set(spec.codebook))
-    midpoints = [(a + b) / 2 for a, b in itertools.pairwise(levels) if -1 <= (a + b) / 2 <= 1]
     probes: list[float] = []
-    for m in midpoints:
-        centre = torch.tensor(m, dtype=torch.float64).to(dtype)
+    for a, b in itertools.pairwise(levels):
+        if not -1 <= (a + b) / 2 <= 1:
+            continue
+        centre = torch.tensor((a + b) / 2, dtype=torch.float64).to(dtype)
         probes.append(float(centre))
         up, down = centre.clone(), centre.clone()
         for _ in range(2):
             up = torch.nextafter(up, torch.tensor(math.inf, dtype=dtype))
             down = torch.nextafter(down, torch.tensor(-math.inf, dtype=dtype))
             probes += [float(up), float(down)]
-    span = min(block_size, values.numel())
-    filler = [1.0, -1.0, *probes]
-    block = torch.tensor([filler[i % len(filler)] for i in range(span)], dtype=torch.float64)
+    return probes
+
+
+def _with_midpoints(values: torch.Tensor, block_size: int, spec: FormatSpec, dtype: torch.dtype) -> torch.Tensor:
+    """Fill blocks with the midpoint probes, each block anchored by +1 and -1 so that its absmax is exactly 1
+    and x / scale is exact; blocks after the probes run out keep their values."""
+    probes = _midpoint_probes(spec, dtype)
+    anchors = [1.0, -1.0] if block_size >= 3 else []
     out = values.clone()
-    out[:span] = block
+    position = 0
+    for start in range(0, out.numel(), block_size):
+        if position >= len(probes):
+            break
+        span = min(block_size, out.numel() - start)
+        room = max(span - len(anchors), 0)
+        filler = [*anchors, *probes[position : position + room]][:span]
+        position += room
+        out[start : start + len(filler)] = torch.tensor(filler, dtype=torch.float64)
+        out[start + len(filler) : start + span] = 0.0
     return out
+
+
+def _blocks_for_probes(block_size: int, probes: int = 80) -> int:
+    """Blocks needed to hold ``probes`` midpoint probes beside the two anchors of each block."""
+    return max(2, -(-probes // max(block_size - 2, 1)))
 
 
 def edge_cases(block_size: int) -> list[InputRecipe]:
@@ -122,7 +142,7 @@ def edge_cases(block_size: int) -> list[InputRecipe]:
         InputRecipe((8 * b,), seed=6, log10_magnitudes=(-6, 6, -3, 3, 0, -6, 6, 1), name="magnitude-jumps"),
         InputRecipe((2 * b,), seed=7, distribution="laplace", log10_magnitudes=(-6,), name="tiny-magnitudes"),
         InputRecipe((2 * b,), seed=8, distribution="laplace", log10_magnitudes=(6,), name="huge-magnitudes"),
-        InputRecipe((2 * b,), seed=9, midpoints=True, name="codebook-midpoints"),
+        InputRecipe((_blocks_for_probes(b) * b,), seed=9, midpoints=True, name="codebook-midpoints"),
         InputRecipe((2 * b + 3,), seed=10, signed_zeros=True, name="signed-zeros"),
         InputRecipe((2 * b,), distribution="constant", name="constant-blocks"),
         InputRecipe((64, 256), seed=11, name="weight-64x256"),

@@ -75,7 +75,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _register_hypothesis_profiles() -> None:
-    """Register the suites' profiles early: hypothesis loads ``--hypothesis-profile`` in its own configure."""
+    """Register the suites' profiles early: hypothesis loads ``--hypothesis-profile`` in its own configure.
+
+    Nothing is loaded globally (other projects' hypothesis tests keep their settings): the suites apply
+    ``fourbit`` themselves unless the user chose a profile (see :func:`harness.trials.for_each_input`)."""
     from hypothesis import HealthCheck, settings
 
     for profile, examples in HYPOTHESIS_PROFILES.items():
@@ -94,10 +97,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = _RunState()
     config.pluginmanager.register(_SessionReporter(config), "fourbit-session-reporter")
     config.addinivalue_line("markers", "fourbit_property(name): the property a suite test checks (for the report)")
-    if not config.getoption("hypothesis_profile", default=None):
-        from hypothesis import settings
-
-        settings.load_profile("fourbit")
 
 
 def _registry(config: pytest.Config) -> Registry:

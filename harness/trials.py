@@ -67,7 +67,8 @@ def for_each_input(
     quantizer: Quantizer, dtype: torch.dtype, body: Callable[[Trial], None], *, generated: bool = True
 ) -> None:
     """Run ``body`` on every supported edge case, then on hypothesis-drawn inputs (profile ``fourbit``:
-    20 seeded examples; ``--hypothesis-profile fourbit-thorough`` for 400 random ones)."""
+    20 seeded examples, unless another profile is loaded, e.g. ``--hypothesis-profile fourbit-thorough``
+    for 400 random ones)."""
     capabilities = quantizer.capabilities
     ran = 0
     try:
@@ -84,8 +85,13 @@ def for_each_input(
     except NotApplicable as reason:
         pytest.skip(str(reason))
     if generated:
-        from hypothesis import given, reject
+        from hypothesis import given, reject, settings
 
+        # The suites' seeded profile, unless the user picked one (--hypothesis-profile fourbit-thorough).
+        profile = settings.get_current_profile_name()
+        chosen = settings.get_profile("fourbit") if profile == "default" else settings.get_profile(profile)
+
+        @chosen
         @given(recipe=input_recipes(capabilities, quantizer.spec.block_size))
         def drawn_inputs(recipe: InputRecipe) -> None:
             if capabilities.unsupported_reason(recipe.shape, dtype):

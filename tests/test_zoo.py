@@ -455,8 +455,8 @@ def test_zoo_registry_shape() -> None:
 
 
 class _NoShrink:
-    """Plugin of the child runs: the harness's own hypothesis profile (loaded by its plugin in
-    pytest_configure), minus the shrink phase. Which tests pass or fail is unchanged (the same derandomized
+    """Plugin of the child runs: the suites' own hypothesis profile ``fourbit`` (registered by the harness's
+    plugin), minus the shrink phase. Which tests pass or fail is unchanged (the same derandomized
     examples are generated); a failure found by hypothesis is reported unshrunk instead of costing seconds
     of shrinking for every broken quantizer."""
 
@@ -465,7 +465,9 @@ class _NoShrink:
         from hypothesis import Phase, settings
 
         settings.register_profile(
-            "fourbit-zoo", parent=settings(), phases=(Phase.explicit, Phase.reuse, Phase.generate)
+            "fourbit-zoo",
+            parent=settings.get_profile("fourbit"),
+            phases=(Phase.explicit, Phase.reuse, Phase.generate),
         )
         settings.load_profile("fourbit-zoo")
 
