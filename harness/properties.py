@@ -610,7 +610,14 @@ def check_idempotent(
         first, again = _levels_of(quantizer, q.codes), _levels_of(quantizer, q_again.codes)
         # A block that came back all zeros (its stored scale decoded to 0) has lost its codes; only
         # its zeros can be required to survive.
-        live = _per_element(block_absmax(xhat, quantizer.spec.block_size) > 0, x.numel(), quantizer.spec.block_size)
+        block_size = quantizer.spec.block_size
+        live = _per_element(block_absmax(xhat, block_size) > 0, x.numel(), block_size)
+        if quantizer.spec.double_quant is not None:
+            # Codes may be chosen against the stored (double-quantized) scale; where that scale is far off,
+            # no element of the block lands on +-1, so x_hat's absmax, and with it the grid, moves when
+            # re-quantized. Blocks whose largest selected level is +-1 must keep their levels.
+            reaches_one = block_absmax(first.abs().view(x.shape), block_size) == 1
+            live &= _per_element(reaches_one, x.numel(), block_size)
         differ = ((first != again) & live).nonzero()
         if differ.numel():
             index = int(differ[0])

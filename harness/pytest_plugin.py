@@ -227,7 +227,7 @@ class _SessionReporter:
         markup = bool(terminalreporter.hasmarkup)
         console = Console(
             file=buffer,
-            width=max(terminalreporter._tw.fullwidth, 100),
+            width=max(terminalreporter._tw.fullwidth, 120),
             force_terminal=markup,
             color_system="standard" if markup else None,
             highlight=False,

@@ -74,8 +74,8 @@ def render_metrics(results: Sequence[Result], title: str = "fourbit: recorded me
             metrics.append(r.metric)
         rows.setdefault((r.implementation, r.case), {})[r.metric] = r
     table = Table(title=title)
-    table.add_column("implementation", style="bold")
-    table.add_column("case")
+    table.add_column("implementation", style="bold", no_wrap=True)
+    table.add_column("case", no_wrap=True)
     for metric in metrics:
         unit = next((r.unit for r in results if r.metric == metric and r.unit), "")
         table.add_column(f"{metric} ({unit})" if unit else metric, justify="right")
