@@ -18,6 +18,7 @@ from harness.results import Result
 
 __all__ = ["Outcome", "render_load_errors", "render_metrics", "render_run", "render_verdicts", "verdict_matrix"]
 
+_MAX_IMPLEMENTATION_COLUMNS = 8
 _STYLE = {"pass": "green", "FAIL": "bold red", "skip": "yellow", "-": "dim"}
 
 
@@ -49,15 +50,24 @@ def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], d
 
 
 def render_verdicts(outcomes: Iterable[Outcome], title: str = "fourbit: property verdicts") -> Table:
-    """Properties as rows, implementations as columns (there are fewer implementations than properties)."""
+    """Properties as rows and implementations as columns; with many implementations, the other way round
+    (so the table stays readable in a terminal)."""
     implementations, props, verdicts = verdict_matrix(outcomes)
     table = Table(title=title)
-    table.add_column("property", style="bold")
-    for impl in implementations:
-        table.add_column(impl, justify="center")
+    if len(implementations) <= _MAX_IMPLEMENTATION_COLUMNS:
+        table.add_column("property", style="bold")
+        for impl in implementations:
+            table.add_column(impl, justify="center")
+        for prop in props:
+            cells = [verdicts.get((impl, prop), "-") for impl in implementations]
+            table.add_row(prop.replace("_", " "), *(Text(cell, style=_STYLE[cell]) for cell in cells))
+        return table
+    table.add_column("implementation", style="bold", no_wrap=True)
     for prop in props:
-        cells = [verdicts.get((impl, prop), "-") for impl in implementations]
-        table.add_row(prop.replace("_", " "), *(Text(cell, style=_STYLE[cell]) for cell in cells))
+        table.add_column(prop.replace("_", " "), justify="center")
+    for impl in implementations:
+        cells = [verdicts.get((impl, prop), "-") for prop in props]
+        table.add_row(impl, *(Text(cell, style=_STYLE[cell]) for cell in cells))
     return table
 
 

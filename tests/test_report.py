@@ -63,3 +63,12 @@ def test_empty_run_renders_nothing() -> None:
     console = Console(file=io.StringIO(), width=100)
     console.print(render_run([], [], []))
     assert console.file.getvalue().strip() == ""  # type: ignore[attr-defined]
+
+
+def test_many_implementations_become_rows() -> None:
+    outcomes = [Outcome(f"impl-{i}", prop, "passed") for i in range(9) for prop in ("exact_zero", "packing")]
+    console = Console(file=io.StringIO(), width=100)
+    console.print(render_run(outcomes, [], []))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert "implementation" in lines[2] and "exact zero" in lines[2] and "packing" in lines[2]
+    assert sum(line.startswith("│ impl-") for line in lines) == 9
