@@ -99,7 +99,7 @@ def render_load_errors(errors: Sequence[tuple[str, str]]) -> Table:
     table.add_column("source", style="bold")
     table.add_column("error", style="red")
     for source, error in errors:
-        table.add_row(source, error)
+        table.add_row(Text(source), Text(error))  # plain text: "[bnb]" in a hint is not rich markup
     return table
 
 

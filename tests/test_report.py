@@ -72,3 +72,9 @@ def test_many_implementations_become_rows() -> None:
     lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
     assert "implementation" in lines[2] and "exact zero" in lines[2] and "packing" in lines[2]
     assert sum(line.startswith("│ impl-") for line in lines) == 9
+
+
+def test_load_errors_are_not_read_as_markup() -> None:
+    console = Console(file=io.StringIO(), width=100)
+    console.print(render_run([], [], [("entry point bnb", "not installed: pip install 'fourbit-harness[bnb]'")]))
+    assert "fourbit-harness[bnb]" in console.file.getvalue()  # type: ignore[attr-defined]
