@@ -17,7 +17,6 @@ from harness.errors import (
     ImplementationError,
     InvalidArgument,
     PluginError,
-    UnsupportedCase,
     UsageError,
 )
 from harness.formats import codebook
@@ -47,7 +46,6 @@ __all__ = [
     "ReferenceQuantizer",
     "Registry",
     "Result",
-    "UnsupportedCase",
     "UsageError",
     "codebook",
     "error_stats",

@@ -13,7 +13,6 @@ __all__ = [
     "ImplementationError",
     "InvalidArgument",
     "PluginError",
-    "UnsupportedCase",
     "UsageError",
 ]
 
@@ -28,10 +27,6 @@ class InvalidArgument(FourbitError, ValueError):
 
 class UsageError(FourbitError):
     """The command line or pytest options ask for something that does not exist."""
-
-
-class UnsupportedCase(FourbitError):
-    """A case lies outside an implementation's declared capabilities: the test is skipped, not failed."""
 
 
 class PluginError(FourbitError):

@@ -31,15 +31,9 @@ __all__ = [
     "dequantize_scales",
     "encode_nearest",
     "nearest_table",
-    "num_blocks",
     "quantize_absmax_blocks",
     "quantize_scales",
 ]
-
-
-def num_blocks(numel: int, block_size: int) -> int:
-    """Blocks of the flattened input; the last one may be partial."""
-    return -(-numel // block_size)
 
 
 def absmax_per_block(flat: torch.Tensor, block_size: int) -> torch.Tensor:
