@@ -428,7 +428,7 @@ def check_nearest(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor) -> 
     offsets = 0.0 if q.offsets is None else _per_element(q.offsets.double(), numel, spec.block_size)[:, None]
     eps = torch.finfo(quantizer.capabilities.compute_dtype).eps
     ok = torch.zeros(numel, dtype=torch.bool)
-    report = None
+    reports = []
     for per_block in candidates:
         scales = _per_element(per_block, numel, spec.block_size)
         representable = levels[None, :] * scales[:, None] + offsets
@@ -439,12 +439,10 @@ def check_nearest(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor) -> 
         tolerance = _COMPUTE_ULPS * eps * (flat.abs() + offset_abs + scales.abs() * float(levels.abs().max()))
         excess = chosen - best - tolerance
         ok |= excess <= 0
-        if report is None:
-            report = (excess, best, chosen, representable, scales)
+        reports.append((excess, best, chosen, representable, scales))
     if bool(ok.all()):
         return
-    assert report is not None  # at least one candidate exists (checked above)
-    excess, best, chosen, representable, scales = report
+    excess, best, chosen, representable, scales = reports[0]  # described against the first candidate scale
     excess = torch.where(ok, torch.full_like(excess, -math.inf), excess)
     index = int(excess.argmax())
     nearest_code = int((flat[index] - representable[index]).abs().argmin())
@@ -616,7 +614,7 @@ def check_idempotent(
             # Codes may be chosen against the stored (double-quantized) scale; where that scale is far off,
             # no element of the block lands on +-1, so x_hat's absmax, and with it the grid, moves when
             # re-quantized. Blocks whose largest selected level is +-1 must keep their levels.
-            reaches_one = block_absmax(first.abs().view(x.shape), block_size) == 1
+            reaches_one = block_absmax(first, block_size) == 1
             live &= _per_element(reaches_one, x.numel(), block_size)
         differ = ((first != again) & live).nonzero()
         if differ.numel():

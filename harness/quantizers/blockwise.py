@@ -174,7 +174,7 @@ def quantize_absmax_blocks(
         # |y| <= 1 here (absmax scaling), so the cell index is in [0, _CELLS]; one compare picks the side
         # of the cell's boundary.
         cell = positions[: stop - start]
-        cell.copy_(scratch[: stop - start].copy_(y).add_(1.0).mul_(_CELLS / 2))  # float -> int truncates
+        cell.copy_(torch.add(y, 1.0, out=scratch[: stop - start]).mul_(_CELLS / 2))  # float -> int truncates
         out = codes[start:stop]
         torch.index_select(table.cell_code, 0, cell, out=out)
         above = torch.gt(y, torch.index_select(table.cell_boundary, 0, cell, out=scratch[: stop - start]))
