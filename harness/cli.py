@@ -1,7 +1,11 @@
-"""The ``fourbit`` command: ``fourbit list`` and ``fourbit run [SUITE...]``, a thin layer over pytest.
+"""The ``fourbit`` command, a thin layer over pytest and the result files.
 
-Exit codes: 0 all passed; 1 a test failed or a plugin broke; 2 usage error
-(unknown suite or implementation, malformed --quantizer), printed as one line.
+``fourbit list``; ``fourbit run [SUITE...]``; ``fourbit baseline update [SUITE...]``;
+``fourbit report RESULTS.json``; ``fourbit compare OLD.json NEW.json``.
+
+Exit codes: 0 all passed; 1 a test failed, a metric regressed or a plugin broke; 2 usage error
+(unknown suite or implementation, malformed --quantizer, unreadable or corrupt baseline or result file),
+printed as one line.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from harness.errors import FourbitError, UsageError
+from harness.errors import BaselineFormatError, FourbitError, UsageError
 
 __all__ = ["SUITES", "find_suites_dir", "main"]
 
-SUITES = ("properties", "kernels")
-"""Suites ``fourbit run`` knows, in the order a bare ``fourbit run`` runs them."""
+SUITES = ("properties", "agreement", "kernels", "accuracy")
+"""Suites ``fourbit run`` knows, in the order a bare ``fourbit run`` runs them (those present in the suites folder)."""
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,6 +40,20 @@ def find_suites_dir(explicit: str | None = None) -> Path:
     raise UsageError("cannot find the suites/ folder; run from the repository root or pass --suites-dir DIR")
 
 
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)} (default: all)")
+    command.add_argument("--impl", action="append", default=[], metavar="NAME", help="glob; repeatable")
+    command.add_argument("--quantizer", action="append", default=[], metavar="MODULE:ATTR", help="repeatable")
+    command.add_argument("--suites-dir", default=None, metavar="DIR")
+    command.add_argument("--baseline-dir", default=None, metavar="DIR", help="default: baselines/ beside suites/")
+    command.add_argument("--strict", action="store_true", help="new metrics and missing baseline entries fail")
+    command.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    command.add_argument("--md", default=None, metavar="PATH", help="write a Markdown summary")
+    command.add_argument("--junit", default=None, metavar="PATH", help="write a JUnit XML report")
+    command.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots")
+    command.epilog = "Arguments after -- go to pytest unchanged, e.g. fourbit run properties -- -x -k exact_zero"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fourbit", description="Test and compare 4-bit weight quantizers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,12 +61,21 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="implementations, their formats and capabilities, and load errors")
     listing.add_argument("--quantizer", action="append", default=[], metavar="MODULE:ATTR")
 
-    run = commands.add_parser("run", help="run suites (default: all) through pytest")
-    run.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)}")
-    run.add_argument("--impl", action="append", default=[], metavar="NAME", help="glob; repeatable")
-    run.add_argument("--quantizer", action="append", default=[], metavar="MODULE:ATTR", help="repeatable")
-    run.add_argument("--suites-dir", default=None, metavar="DIR")
-    run.epilog = "Arguments after -- go to pytest unchanged, e.g. fourbit run properties -- -x -k exact_zero"
+    run = commands.add_parser("run", help="run suites (default: all) through pytest, compared with the baseline")
+    _add_run_options(run)
+    run.add_argument("--update-baselines", action="store_true", help="write the metrics into the baseline file")
+
+    baseline = commands.add_parser("baseline", help="manage stored baselines")
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True)
+    update = baseline_commands.add_parser("update", help="run suites and write their metrics into the baseline")
+    _add_run_options(update)
+
+    report = commands.add_parser("report", help="render a saved --json result file")
+    report.add_argument("results", metavar="RESULTS.json")
+
+    compare = commands.add_parser("compare", help="compare two saved --json result files, side by side")
+    compare.add_argument("old", metavar="OLD.json")
+    compare.add_argument("new", metavar="NEW.json")
     return parser
 
 
@@ -81,20 +109,64 @@ def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, *, update_baselines: bool = False) -> int:
     import pytest
 
     suites_dir = find_suites_dir(args.suites_dir)
     unknown = [s for s in args.suites if s not in SUITES]
     if unknown:
         raise UsageError(f"unknown suite {', '.join(map(repr, unknown))}, expected one of {', '.join(SUITES)}")
-    paths = [str(suites_dir / s) for s in (args.suites or SUITES)]
-    pytest_args = list(args.pytest_args)
-    argv = [*paths, *(f"--impl={p}" for p in args.impl), *(f"--quantizer={q}" for q in args.quantizer), *pytest_args]
-    code = int(pytest.main(argv))
+    absent = [s for s in args.suites if not (suites_dir / s).is_dir()]
+    if absent:
+        raise UsageError(f"suite {', '.join(map(repr, absent))} is not in {str(suites_dir)!r}")
+    paths = [str(suites_dir / s) for s in (args.suites or [s for s in SUITES if (suites_dir / s).is_dir()])]
+    baseline_dir = args.baseline_dir or str(suites_dir.resolve().parent / "baselines")
+    options = [
+        *(f"--impl={p}" for p in args.impl),
+        *(f"--quantizer={q}" for q in args.quantizer),
+        f"--baseline-dir={baseline_dir}",
+        *(["--update-baselines"] if update_baselines or getattr(args, "update_baselines", False) else []),
+        *(["--fourbit-strict"] if args.strict else []),
+        *([f"--fourbit-json={args.json}"] if args.json else []),
+        *([f"--fourbit-md={args.md}"] if args.md else []),
+        *([f"--junitxml={args.junit}"] if args.junit else []),
+        *([f"--fourbit-plots={args.plots}"] if args.plots else []),
+    ]
+    code = int(pytest.main([*paths, *options, *args.pytest_args]))
     if code == pytest.ExitCode.USAGE_ERROR:
         return EXIT_USAGE
     return EXIT_OK if code == pytest.ExitCode.OK else EXIT_FAILED
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 120))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import render_run
+    from harness.results import load_results
+
+    environment, results = load_results(args.results)
+    console = _console()
+    commit = (environment.get("git") or {}).get("commit", "?")
+    torch_version = (environment.get("libraries") or {}).get("torch", "?")
+    console.print(f"{args.results}: {len(results)} results; torch {torch_version}, commit {commit}", markup=False)
+    console.print(render_run([], results, []))
+    return EXIT_FAILED if any(r.verdict == "regressed" for r in results) else EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from harness.baselines import compare_runs
+    from harness.report import render_comparison
+    from harness.results import load_results
+
+    _, old = load_results(args.old)
+    _, new = load_results(args.new)
+    compared = compare_runs(old, new)
+    _console().print(render_comparison(compared, old_label=args.old, new_label=args.new))
+    return EXIT_FAILED if any(r.verdict == "regressed" for r in compared) else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,8 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.pytest_args = pytest_args
     try:
-        return _list(args) if args.command == "list" else _run(args)
-    except UsageError as exc:
+        if args.command == "list":
+            return _list(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "baseline":
+            return _run(args, update_baselines=True)
+        if args.command == "report":
+            return _report(args)
+        return _compare(args)
+    except (UsageError, BaselineFormatError) as exc:
         print(f"fourbit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FourbitError as exc:

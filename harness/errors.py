@@ -12,6 +12,7 @@ __all__ = [
     "FourbitError",
     "ImplementationError",
     "InvalidArgument",
+    "MissingDependency",
     "PluginError",
     "UsageError",
 ]
@@ -36,6 +37,18 @@ class PluginError(FourbitError):
         super().__init__(f"{source}: {message}")
         self.source = source
         self.message = message
+
+
+class MissingDependency(PluginError):
+    """A built-in or plugin needs a library that is not installed (or a device that is not there).
+
+    Not a failure: the registry lists ``names`` as unavailable and their tests skip with ``hint``."""
+
+    def __init__(self, source: str, names: tuple[str, ...], reason: str, hint: str = "") -> None:
+        super().__init__(source, reason + (f" ({hint})" if hint else ""))
+        self.names = tuple(names)
+        self.reason = reason
+        self.hint = hint
 
 
 class ContractViolation(PluginError):

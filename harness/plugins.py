@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from harness.api import Capabilities, FormatSpec, Quantizer
-from harness.errors import ContractViolation, PluginError, UsageError
+from harness.errors import ContractViolation, MissingDependency, PluginError, UsageError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -92,6 +92,8 @@ def _instantiate(obj: object, source: str) -> list[object]:
     if callable(obj):
         try:
             produced = obj()
+        except MissingDependency:
+            raise
         except Exception as exc:  # a third party's factory may raise anything
             raise PluginError(source, f"calling {obj!r} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(produced, (list, tuple)):
@@ -124,11 +126,22 @@ class Registry:
 
     implementations: dict[str, Implementation] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Implementations whose library (or device) is missing: name -> reason with the install hint.
+    Their tests are collected and skipped with that reason; they are not errors."""
+
+    def _add_unavailable(self, exc: MissingDependency) -> None:
+        for name in exc.names:
+            if name not in self.implementations:
+                self.unavailable.setdefault(name, exc.message)
 
     def add_object(self, obj: object, source: str) -> None:
         """Instantiate and contract-check ``obj``; record any failure instead of raising."""
         try:
             candidates = _instantiate(obj, source)
+        except MissingDependency as exc:
+            self._add_unavailable(exc)
+            return
         except PluginError as exc:
             self.errors.append(LoadError(source, exc.message))
             return
@@ -152,6 +165,9 @@ class Registry:
             obj = loader()
         except UsageError:
             raise
+        except MissingDependency as exc:
+            self._add_unavailable(exc)
+            return
         except PluginError as exc:
             self.errors.append(LoadError(source, exc.message))
             return
@@ -164,6 +180,14 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self.implementations)
 
+    def select_unavailable(self, patterns: Sequence[str] | None) -> dict[str, str]:
+        """Unavailable implementations matching ``patterns`` (all when none given): name -> reason."""
+        return {
+            name: reason
+            for name, reason in self.unavailable.items()
+            if not patterns or any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        }
+
     def select(self, patterns: Sequence[str] | None) -> list[Implementation]:
         """Implementations matching any of the glob ``patterns`` (all when none given), in registration order.
 
@@ -171,10 +195,11 @@ class Registry:
         """
         if not patterns:
             return list(self.implementations.values())
-        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in self.implementations)]
+        known = [*self.implementations, *self.unavailable]
+        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in known)]
         if unknown:
             raise UsageError(
-                f"--impl {', '.join(map(repr, unknown))} matches no implementation; known: {', '.join(self.names)}"
+                f"--impl {', '.join(map(repr, unknown))} matches no implementation; known: {', '.join(sorted(known))}"
             )
         return [
             impl

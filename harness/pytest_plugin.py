@@ -9,17 +9,21 @@ only when a run needs them, and test ids name the implementation
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from harness.baselines import Baseline
+    from harness.known_failures import KnownFailure
     from harness.plugins import Registry
     from harness.report import Outcome
     from harness.results import Result
 
-__all__ = ["FourbitHookspecs"]
+__all__ = ["FourbitHookspecs", "UnavailableQuantizer", "pair_id"]
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 HYPOTHESIS_PROFILES = {"fourbit": 20, "fourbit-thorough": 400}
@@ -37,11 +41,25 @@ class FourbitHookspecs:
 class _RunState:
     registry: Registry | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    item_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    item_keys: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     results: list[Result] = field(default_factory=list)
+    results_by_item: dict[str, list[Result]] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    baseline_file: Path | None = None
+    passed: set[str] = field(default_factory=set)
+    known_failures: dict[Path, list[KnownFailure]] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
 
 
 _STATE = pytest.StashKey[_RunState]()
+
+
+@dataclass(frozen=True)
+class UnavailableQuantizer:
+    """Stands in for an implementation whose library is not installed: its tests are collected, then skipped."""
+
+    name: str
+    reason: str
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -71,6 +89,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="ignore installed plugins of group fourbit.quantizers (built-ins still load)",
+    )
+    group.addoption(
+        "--baseline-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of baseline files, one per environment key (default: <rootdir>/baselines when it exists)",
+    )
+    group.addoption(
+        "--update-baselines",
+        action="store_true",
+        default=False,
+        help="write this run's metrics (of passing tests) into the baseline file instead of comparing",
+    )
+    group.addoption(
+        "--fourbit-strict",
+        action="store_true",
+        default=False,
+        help="metrics without a baseline (new) and baseline entries this run did not produce (missing) fail",
+    )
+    group.addoption("--fourbit-json", default=None, metavar="PATH", help="write the run's results as JSON")
+    group.addoption(
+        "--fourbit-md",
+        default=None,
+        metavar="PATH",
+        help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)",
+    )
+    group.addoption("--fourbit-plots", default=None, metavar="DIR", help="write PNG plots of the results into DIR")
+    group.addoption(
+        "--fourbit-no-known-failures",
+        action="store_true",
+        default=False,
+        help="ignore known_failures.toml: known library bugs fail like any other failure",
     )
 
 
@@ -125,6 +175,36 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _registry(config).select(config.getoption("impl"))
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+    _load_baseline(config)
+
+
+def _baseline_dir(config: pytest.Config) -> Path | None:
+    explicit = config.getoption("baseline_dir")
+    if explicit:
+        return Path(explicit)
+    default = Path(config.rootpath) / "baselines"
+    return default if default.is_dir() else None
+
+
+def _load_baseline(config: pytest.Config) -> None:
+    """Read this environment's baseline once; a corrupt or unreadable file stops the run as a usage error."""
+    from harness.baselines import Baseline, baseline_path, load_baseline
+    from harness.environment import environment_key
+    from harness.errors import BaselineFormatError
+
+    state = config.stash[_STATE]
+    directory = _baseline_dir(config)
+    if directory is None:
+        return
+    key = environment_key()
+    state.baseline_file = baseline_path(directory, key)
+    if not state.baseline_file.exists():
+        state.baseline = Baseline(key) if config.getoption("update_baselines") else None
+        return
+    try:
+        state.baseline = load_baseline(state.baseline_file)
+    except BaselineFormatError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _parametrized_by_user(metafunc: pytest.Metafunc, name: str) -> bool:
@@ -135,14 +215,52 @@ def _parametrized_by_user(metafunc: pytest.Metafunc, name: str) -> bool:
     return False
 
 
+def pair_id(first: str, second: str) -> str:
+    """The test id and the report's implementation label of a pair of implementations."""
+    return f"{first}~{second}"
+
+
+def _parametrize_pairs(metafunc: pytest.Metafunc) -> None:
+    """``quantizer_pair``: every unordered pair of selected implementations of the same format (registration
+    order inside a pair, so the built-in reference comes first); pairs with an unavailable one are skips."""
+    config = metafunc.config
+    registry = _registry(config)
+    patterns = config.getoption("impl")
+    selected = registry.select(patterns)
+    params = [
+        pytest.param((first.quantizer, second.quantizer), id=pair_id(first.name, second.name))
+        for index, first in enumerate(selected)
+        for second in selected[index + 1 :]
+        if first.quantizer.spec.format == second.quantizer.spec.format
+    ]
+    for name, reason in registry.select_unavailable(patterns).items():
+        # its format is unknown without its library: pair it with the first implementation whose format is
+        # one of the name's dash-separated words (bnb-nf4 -> nf4), so the skip shows where a result is missing
+        partner = next((impl for impl in selected if impl.quantizer.spec.format in name.split("-")), None)
+        if partner is not None:
+            skip = pytest.mark.skip(reason=f"{name}: {reason}")
+            placeholder = UnavailableQuantizer(name, reason)
+            params.append(pytest.param((partner.quantizer, placeholder), id=pair_id(partner.name, name), marks=skip))
+    metafunc.parametrize("quantizer_pair", params)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``quantizer`` over the selected implementations, and ``dtype`` (only in tests that take a
-    ``quantizer``) over float32/float16/bfloat16; arguments the test parametrizes itself are left alone."""
+    ``quantizer``) over float32/float16/bfloat16; ``quantizer_pair`` over pairs of implementations of one
+    format; arguments the test parametrizes itself are left alone."""
+    if "quantizer_pair" in metafunc.fixturenames and not _parametrized_by_user(metafunc, "quantizer_pair"):
+        _parametrize_pairs(metafunc)
     if "quantizer" not in metafunc.fixturenames or _parametrized_by_user(metafunc, "quantizer"):
         return
     config = metafunc.config
-    selected = _registry(config).select(config.getoption("impl"))
-    metafunc.parametrize("quantizer", [impl.quantizer for impl in selected], ids=[impl.name for impl in selected])
+    registry = _registry(config)
+    patterns = config.getoption("impl")
+    params = [pytest.param(impl.quantizer, id=impl.name) for impl in registry.select(patterns)]
+    params += [
+        pytest.param(UnavailableQuantizer(name, reason), id=name, marks=pytest.mark.skip(reason=f"{name}: {reason}"))
+        for name, reason in registry.select_unavailable(patterns).items()
+    ]
+    metafunc.parametrize("quantizer", params)
     if "dtype" in metafunc.fixturenames and not _parametrized_by_user(metafunc, "dtype"):
         import torch
 
@@ -163,14 +281,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash[_STATE]
     for item in items:
         callspec = getattr(item, "callspec", None)
+        pair = None if callspec is None else callspec.params.get("quantizer_pair")
+        if isinstance(pair, tuple) and len(pair) == 2:
+            state.item_keys[item.nodeid] = (
+                pair_id(pair[0].name, pair[1].name),
+                _property_name(item),
+                item.path.parent.name,
+            )
+            continue
         quantizer = None if callspec is None else callspec.params.get("quantizer")
         if callspec is None or quantizer is None or not isinstance(getattr(quantizer, "name", None), str):
             continue  # not one of ours (a test may parametrize ``quantizer`` itself)
-        state.item_keys[item.nodeid] = (quantizer.name, _property_name(item))
+        state.item_keys[item.nodeid] = (quantizer.name, _property_name(item), item.path.parent.name)
+        if isinstance(quantizer, UnavailableQuantizer):
+            continue  # already marked skip with the install hint
+        _mark_known_failure(config, item, quantizer.name)
         dtype = callspec.params.get("dtype")
         if dtype is not None and dtype not in quantizer.capabilities.dtypes:
             reason = f"dtype {dtype} not in capabilities.dtypes={quantizer.capabilities.dtypes!r}"
             item.add_marker(pytest.mark.skip(reason=f"{quantizer.name}: {reason}"))
+
+
+def _known_failures_for(config: pytest.Config, path: Path) -> list[KnownFailure]:
+    """Entries of every known_failures.toml in the test file's folder and its parents up to the rootdir."""
+    from harness.errors import UsageError
+    from harness.known_failures import FILE_NAME, load_known_failures
+
+    state = config.stash[_STATE]
+    found: list[KnownFailure] = []
+    root = Path(config.rootpath)
+    for folder in path.parents:
+        if folder not in state.known_failures:
+            candidate = folder / FILE_NAME
+            try:
+                state.known_failures[folder] = load_known_failures(candidate) if candidate.is_file() else []
+            except UsageError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        found += state.known_failures[folder]
+        if folder == root or root not in folder.parents:
+            break
+    return found
+
+
+def _mark_known_failure(config: pytest.Config, item: pytest.Item, implementation: str) -> None:
+    if config.getoption("fourbit_no_known_failures"):
+        return
+    from harness.known_failures import match_known_failure
+
+    known = match_known_failure(_known_failures_for(config, Path(item.path)), implementation, item.name)
+    if known is not None:
+        item.add_marker(pytest.mark.xfail(reason=f"known {known.library} bug: {known.reason}", strict=True))
 
 
 class _SessionReporter:
@@ -200,19 +360,102 @@ class _SessionReporter:
         from harness.report import Outcome
 
         state = self.config.stash[_STATE]
+        if report.when == "call" and report.passed:
+            state.passed.add(report.nodeid)
+        elif report.failed:
+            state.passed.discard(report.nodeid)
         key = state.item_keys.get(report.nodeid)
         if key is None or not (report.when == "call" or report.outcome != "passed"):
             return
         previous = state.outcomes.get(report.nodeid)
         if previous is not None and previous.outcome == "failed":
             return  # a teardown after a failed call must not turn it into a pass
-        state.outcomes[report.nodeid] = Outcome(key[0], key[1], report.outcome)
+        outcome = "xfailed" if report.skipped and hasattr(report, "wasxfail") else report.outcome
+        state.outcomes[report.nodeid] = Outcome(key[0], key[1], outcome, key[2])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        """A metric that regressed (or, under --fourbit-strict, has no baseline) fails the test that recorded it."""
+        result = yield
+        state = self.config.stash[_STATE]
+        strict = self.config.getoption("fourbit_strict")
+        bad = [
+            r
+            for r in state.results_by_item.get(item.nodeid, [])
+            if r.verdict == "regressed" or (strict and r.verdict == "new")
+        ]
+        if bad:
+            from harness.report import regression_message
+
+            pytest.fail("\n".join(regression_message(r) for r in bad), pytrace=False)
+        return result
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.config.stash[_STATE]
-        if state.registry is not None and state.registry.errors and exitstatus == pytest.ExitCode.OK:
+        config = self.config
+        failed = False
+        if state.registry is not None and state.registry.errors:
+            failed = True
+        if state.baseline is not None and not config.getoption("update_baselines"):
+            from harness.baselines import missing_entries
+
+            scope = {(r.suite, r.implementation) for r in state.results}
+            missing = missing_entries(state.baseline, state.results, scope)
+            state.results.extend(missing)
+            failed = failed or bool(missing and config.getoption("fourbit_strict"))
+        if config.getoption("update_baselines"):
+            self._write_baseline()
+        self._write_files()
+        if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_baseline(self) -> None:
+        """Fold the metrics of passing tests into this environment's baseline file (atomically)."""
+        from harness.baselines import Baseline, baseline_path, save_baseline, update_baseline
+        from harness.environment import environment_fingerprint, environment_key
+
+        state = self.config.stash[_STATE]
+        passed = [r for item, results in state.results_by_item.items() if item in state.passed for r in results]
+        skipped_failing = sum(len(v) for k, v in state.results_by_item.items() if k not in state.passed)
+        if not passed:
+            state.messages.append("--update-baselines: no metrics from passing tests; baseline not written")
+            return
+        key = environment_key()
+        path = state.baseline_file or baseline_path(_baseline_dir(self.config) or Path("baselines"), key)
+        baseline = state.baseline or Baseline(key)
+        count = update_baseline(baseline, passed, environment_fingerprint())
+        save_baseline(path, baseline)
+        note = f" ({skipped_failing} metrics of failing tests left out)" if skipped_failing else ""
+        state.messages.append(f"baseline {path}: wrote {count} metrics{note}")
+
+    def _write_files(self) -> None:
+        from harness.environment import environment_fingerprint
+        from harness.report import render_markdown
+        from harness.results import save_results
+
+        state = self.config.stash[_STATE]
+        json_path = self.config.getoption("fourbit_json")
+        if json_path:
+            save_results(json_path, state.results, environment_fingerprint())
+            state.messages.append(f"results: {json_path}")
+        md_path = self.config.getoption("fourbit_md")
+        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if md_path or summary_path:
+            markdown = render_markdown(state.results, list(state.outcomes.values()))
+            if md_path:
+                Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(md_path).write_text(markdown, encoding="utf-8")
+                state.messages.append(f"markdown summary: {md_path}")
+            if summary_path:
+                with open(summary_path, "a", encoding="utf-8") as handle:
+                    handle.write(markdown)
+        plots_dir = self.config.getoption("fourbit_plots")
+        if plots_dir:
+            from harness.plots import write_plots
+
+            written = write_plots(state.results, Path(plots_dir))
+            state.messages.append(f"plots: {', '.join(str(p) for p in written) or 'none (no plottable results)'}")
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         state = self.config.stash[_STATE]
@@ -233,6 +476,8 @@ class _SessionReporter:
             highlight=False,
         )
         console.print(render_run(list(state.outcomes.values()), state.results, errors))
+        for message in state.messages:
+            console.print(message, markup=False)
         terminalreporter.section("fourbit summary", sep="=")
         terminalreporter.write(buffer.getvalue())
 
@@ -247,6 +492,9 @@ def record(request: pytest.FixtureRequest) -> Any:
     callspec = getattr(request.node, "callspec", None)
     params = callspec.params if callspec is not None else {}
     implementation = getattr(params.get("quantizer"), "name", None)
+    pair = params.get("quantizer_pair")
+    if isinstance(pair, tuple) and len(pair) == 2:
+        implementation = pair_id(pair[0].name, pair[1].name)
     implementation = implementation if isinstance(implementation, str) else "-"
     suite = request.node.path.parent.name
 
@@ -259,7 +507,13 @@ def record(request: pytest.FixtureRequest) -> Any:
             value=value,
             **fields,
         )
+        if not request.config.getoption("update_baselines"):
+            from harness.baselines import apply_verdict
+
+            result = apply_verdict(result, state.baseline)
         state.results.append(result)
+        state.results_by_item.setdefault(request.node.nodeid, []).append(result)
+        request.node.user_properties.append((f"fourbit:{result.case}:{metric}", result.value))
         return result
 
     return _record

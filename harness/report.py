@@ -7,19 +7,34 @@ Everything here turns plain records into rich renderables; tests render into
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from harness.results import Result
+from harness.results import VERDICTS, Result
 
-__all__ = ["Outcome", "render_load_errors", "render_metrics", "render_run", "render_verdicts", "verdict_matrix"]
+__all__ = [
+    "Outcome",
+    "regression_message",
+    "render_comparison",
+    "render_load_errors",
+    "render_markdown",
+    "render_metrics",
+    "render_regressions",
+    "render_run",
+    "render_verdicts",
+    "verdict_counts",
+    "verdict_matrix",
+]
 
 _MAX_IMPLEMENTATION_COLUMNS = 8
-_STYLE = {"pass": "green", "FAIL": "bold red", "skip": "yellow", "-": "dim"}
+_STYLE = {"pass": "green", "FAIL": "bold red", "known": "magenta", "skip": "yellow", "-": "dim"}
+_VERDICT_STYLE = {"ok": "", "improved": "green", "regressed": "bold red", "new": "cyan", "missing": "yellow"}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -28,12 +43,16 @@ class Outcome:
 
     implementation: str
     prop: str
-    outcome: str  # "passed" | "failed" | "skipped"
+    outcome: str  # "passed" | "failed" | "skipped" | "xfailed" (a known library bug)
+    suite: str = ""
+
+
+_FOLDED = {"failed": "FAIL", "passed": "pass", "xfailed": "known", "skipped": "skip"}
 
 
 def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
-    """Fold outcomes into one verdict per (implementation, property): FAIL if any case failed,
-    pass if any passed and none failed, skip if every case was skipped."""
+    """Fold outcomes into one verdict per (implementation, property): FAIL if any case failed, known if a
+    known library bug failed as expected, pass if any passed, skip if every case was skipped."""
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
     implementations: list[str] = []
     props: list[str] = []
@@ -45,7 +64,7 @@ def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], d
         seen[(o.implementation, o.prop)].add(o.outcome)
     verdicts: dict[tuple[str, str], str] = {}
     for key, kinds in seen.items():
-        verdicts[key] = "FAIL" if "failed" in kinds else "pass" if "passed" in kinds else "skip"
+        verdicts[key] = next(_FOLDED[k] for k in _FOLDED if k in kinds)
     return implementations, props, verdicts
 
 
@@ -71,12 +90,22 @@ def render_verdicts(outcomes: Iterable[Outcome], title: str = "fourbit: property
     return table
 
 
-def _format_value(value: float) -> str:
-    return f"{value:.4g}"
+def _format_value(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.4g}"
+
+
+def _cell(result: Result) -> Text:
+    """The value, coloured by its verdict; a move against the baseline shows the baseline too."""
+    if result.verdict == "missing":
+        return Text("missing", style=_VERDICT_STYLE["missing"])
+    text = _format_value(result.value)
+    if result.verdict in ("regressed", "improved") and result.baseline is not None:
+        text += f" (was {_format_value(result.baseline)})"
+    return Text(text, style=_VERDICT_STYLE.get(result.verdict or "", ""))
 
 
 def render_metrics(results: Sequence[Result], title: str = "fourbit: recorded metrics") -> Table:
-    """One row per (implementation, case), one column per metric."""
+    """One row per (implementation, case), one column per metric; cells coloured by verdict."""
     metrics: list[str] = []
     rows: dict[tuple[str, str], dict[str, Result]] = {}
     for r in results:
@@ -90,8 +119,77 @@ def render_metrics(results: Sequence[Result], title: str = "fourbit: recorded me
         unit = next((r.unit for r in results if r.metric == metric and r.unit), "")
         table.add_column(f"{metric} ({unit})" if unit else metric, justify="right")
     for (impl, case), by_metric in rows.items():
-        table.add_row(impl, case, *(_format_value(by_metric[m].value) if m in by_metric else "-" for m in metrics))
+        table.add_row(impl, case, *(_cell(by_metric[m]) if m in by_metric else Text("-") for m in metrics))
     return table
+
+
+def regression_message(result: Result) -> str:
+    """What a failing test says about a metric: which, the baseline, the current value, and the statistic."""
+    what = f"{result.metric} of {result.implementation} on {result.case} ({result.suite})"
+    if result.verdict == "new":
+        return f"{what}: no baseline (--fourbit-strict): {result.statistic}"
+    return (
+        f"{what} {result.verdict}: baseline {_format_value(result.baseline)}, now {_format_value(result.value)}"
+        f"{' ' + result.unit if result.unit else ''}; {result.statistic}"
+    )
+
+
+def render_regressions(results: Sequence[Result]) -> Table | None:
+    """Regressed metrics, first thing in the summary (None when there are none)."""
+    regressed = [r for r in results if r.verdict == "regressed"]
+    if not regressed:
+        return None
+    table = Table(title="fourbit: REGRESSIONS", title_style="bold red")
+    for column in ("suite", "implementation", "case", "metric", "baseline", "now", "statistic"):
+        table.add_column(column, overflow="fold")
+    for r in regressed:
+        table.add_row(
+            r.suite,
+            r.implementation,
+            r.case,
+            r.metric,
+            _format_value(r.baseline),
+            Text(_format_value(r.value), style="bold red"),
+            Text(r.statistic),
+        )
+    return table
+
+
+def _by_suite(items: Iterable[_T], suite_of: Callable[[_T], str]) -> dict[str, list[_T]]:
+    grouped: dict[str, list[_T]] = {}
+    for item in items:
+        grouped.setdefault(suite_of(item), []).append(item)
+    return grouped
+
+
+def verdict_counts(results: Iterable[Result]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.verdict is not None:
+            counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    return counts
+
+
+def render_comparison(compared: Sequence[Result], *, old_label: str = "old", new_label: str = "new") -> Group:
+    """``fourbit compare``: each metric's old and new value side by side with its verdict, regressions first."""
+    order = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
+    table = Table(title=f"fourbit compare: {old_label} -> {new_label}")
+    for column in ("suite", "implementation", "case", "metric", "old", "new", "verdict"):
+        table.add_column(column, justify="right" if column in ("old", "new") else "left")
+    for r in sorted(compared, key=lambda r: order.get(r.verdict or "", 5)):
+        verdict = r.verdict or "-"
+        table.add_row(
+            r.suite,
+            r.implementation,
+            r.case,
+            r.metric,
+            _format_value(r.baseline),
+            _format_value(r.value),
+            Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),
+        )
+    counts = verdict_counts(compared)
+    summary = Text(", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) or "nothing to compare")
+    return Group(table, summary)
 
 
 def render_load_errors(errors: Sequence[tuple[str, str]]) -> Table:
@@ -106,12 +204,99 @@ def render_load_errors(errors: Sequence[tuple[str, str]]) -> Table:
 def render_run(
     outcomes: Sequence[Outcome], results: Sequence[Result], load_errors: Sequence[tuple[str, str]]
 ) -> RenderableType:
-    """The end-of-run summary: plugin errors first, then verdicts, then metrics."""
+    """The end-of-run summary: plugin errors and regressions first, then per suite its verdicts and metrics,
+    then one line counting verdicts against the baseline."""
     parts: list[RenderableType] = []
     if load_errors:
         parts.append(render_load_errors(load_errors))
-    if outcomes:
-        parts.append(render_verdicts(outcomes))
-    if results:
-        parts.append(render_metrics(results))
+    regressions = render_regressions(results)
+    if regressions is not None:
+        parts.append(regressions)
+    outcome_suites = _by_suite(outcomes, lambda o: o.suite)
+    result_suites = _by_suite(results, lambda r: r.suite)
+    for suite in [*outcome_suites, *(s for s in result_suites if s not in outcome_suites)]:
+        label = f"fourbit {suite}" if suite else "fourbit"
+        if suite in outcome_suites:
+            title = f"{label}: verdicts" if suite else "fourbit: property verdicts"
+            parts.append(render_verdicts(outcome_suites[suite], title=title))
+        if suite in result_suites:
+            title = f"{label}: metrics" if suite else "fourbit: recorded metrics"
+            parts.append(render_metrics(result_suites[suite], title=title))
+    counts = verdict_counts(results)
+    if counts:
+        line = Text("baseline: ")
+        for index, verdict in enumerate(v for v in VERDICTS if v in counts):
+            if index:
+                line.append(", ")
+            line.append(f"{counts[verdict]} {verdict}", style=_VERDICT_STYLE[verdict])
+        parts.append(line)
     return Group(*parts)
+
+
+# ------------------------------------------------------------------------------------------------ markdown
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(map(_md_escape, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_escape(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(results: Sequence[Result], outcomes: Sequence[Outcome] = ()) -> str:
+    """A GitHub step summary: regressions first, then per suite the verdicts and metrics tables."""
+    lines = ["## fourbit summary", ""]
+    counts = verdict_counts(results)
+    if counts:
+        lines += ["Baseline: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts), ""]
+    regressed = [r for r in results if r.verdict == "regressed"]
+    if regressed:
+        lines += ["### Regressions", ""]
+        lines += _md_table(
+            ("suite", "implementation", "case", "metric", "baseline", "now", "statistic"),
+            (
+                (
+                    r.suite,
+                    r.implementation,
+                    r.case,
+                    r.metric,
+                    _format_value(r.baseline),
+                    _format_value(r.value),
+                    r.statistic,
+                )
+                for r in regressed
+            ),
+        )
+        lines.append("")
+    outcome_suites = _by_suite(outcomes, lambda o: o.suite)
+    result_suites = _by_suite(results, lambda r: r.suite)
+    for suite in [*outcome_suites, *(s for s in result_suites if s not in outcome_suites)]:
+        lines += [f"### {suite or 'results'}", ""]
+        if suite in outcome_suites:
+            implementations, props, verdicts = verdict_matrix(outcome_suites[suite])
+            lines += _md_table(
+                ("implementation", *props),
+                ((impl, *(verdicts.get((impl, p), "-") for p in props)) for impl in implementations),
+            )
+            lines.append("")
+        if suite in result_suites:
+            lines += _md_table(
+                ("implementation", "case", "metric", "value", "unit", "baseline", "verdict"),
+                (
+                    (
+                        r.implementation,
+                        r.case,
+                        r.metric,
+                        _format_value(r.value),
+                        r.unit,
+                        _format_value(r.baseline),
+                        r.verdict or "-",
+                    )
+                    for r in result_suites[suite]
+                ),
+            )
+            lines.append("")
+    return "\n".join(lines) + "\n"

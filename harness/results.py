@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import InvalidArgument
+from harness.errors import BaselineFormatError, InvalidArgument
 
-__all__ = ["DIRECTIONS", "KINDS", "Result"]
+__all__ = [
+    "DIRECTIONS",
+    "KINDS",
+    "RESULTS_SCHEMA_VERSION",
+    "VERDICTS",
+    "Result",
+    "load_results",
+    "save_results",
+    "write_json_atomically",
+]
+
+RESULTS_SCHEMA_VERSION = 1
+"""Version of the ``--json`` result file layout."""
 
 KINDS = ("exact", "timing", "sampled")
 DIRECTIONS = ("higher", "lower")
+VERDICTS = ("ok", "improved", "regressed", "new", "missing")
 
 Kind = Literal["exact", "timing", "sampled"]
 Direction = Literal["higher", "lower"]
@@ -31,6 +50,15 @@ class Result:
     samples: tuple[float, ...] = ()
     ci_low: float | None = None
     ci_high: float | None = None
+    tolerance: float | None = None
+    """exact: relative tolerance; timing: minimum effect (relative); sampled: absolute drop allowed. None: defaults."""
+    data_hash: str | None = None
+    """sampled: hash of the items scored, so a paired comparison only pairs the same items."""
+    baseline: float | None = None
+    verdict: str | None = None
+    """ok | improved | regressed | new | missing, once compared with a baseline (None: not compared)."""
+    statistic: str = ""
+    """One line saying how the verdict was reached (the numbers and the test)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -38,6 +66,8 @@ class Result:
             raise InvalidArgument(f"Result.kind={self.kind!r}, expected one of {KINDS}")
         if self.direction not in DIRECTIONS:
             raise InvalidArgument(f"Result.direction={self.direction!r}, expected one of {DIRECTIONS}")
+        if self.verdict is not None and self.verdict not in VERDICTS:
+            raise InvalidArgument(f"Result.verdict={self.verdict!r}, expected one of {VERDICTS}")
         if not isinstance(self.value, (int, float)):
             raise InvalidArgument(f"Result.value={self.value!r}, expected a number")
         object.__setattr__(self, "value", float(self.value))
@@ -50,3 +80,124 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_json(self) -> dict[str, Any]:
+        """The result-file record (``--json``): JSON has no NaN, so non-finite numbers become null."""
+
+        def number(value: float | None) -> float | None:
+            return value if value is not None and math.isfinite(value) else None
+
+        return {
+            "suite": self.suite,
+            "case": self.case,
+            "implementation": self.implementation,
+            "metric": self.metric,
+            "value": number(self.value),
+            "unit": self.unit,
+            "kind": self.kind,
+            "direction": self.direction,
+            "ci_low": number(self.ci_low),
+            "ci_high": number(self.ci_high),
+            "samples": [number(s) for s in self.samples],
+            "tolerance": self.tolerance,
+            "data_hash": self.data_hash,
+            "baseline": number(self.baseline),
+            "verdict": self.verdict,
+            "statistic": self.statistic,
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Result:
+        """Inverse of :meth:`as_json` (null numbers come back as NaN); KeyError/TypeError for a malformed record."""
+
+        def number(value: Any) -> float:
+            return math.nan if value is None else float(value)
+
+        return cls(
+            suite=str(record["suite"]),
+            case=str(record["case"]),
+            implementation=str(record["implementation"]),
+            metric=str(record["metric"]),
+            value=number(record["value"]),
+            unit=str(record.get("unit", "")),
+            kind=record.get("kind", "exact"),
+            direction=record.get("direction", "lower"),
+            samples=tuple(number(s) for s in record.get("samples") or ()),
+            ci_low=None if record.get("ci_low") is None else float(record["ci_low"]),
+            ci_high=None if record.get("ci_high") is None else float(record["ci_high"]),
+            tolerance=None if record.get("tolerance") is None else float(record["tolerance"]),
+            data_hash=record.get("data_hash"),
+            baseline=None if record.get("baseline") is None else float(record["baseline"]),
+            verdict=record.get("verdict"),
+            statistic=str(record.get("statistic") or ""),
+        )
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's permissions, or the default for a new file under the process umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_json_atomically(path: str | Path, document: Mapping[str, Any]) -> Path:
+    """Write ``document`` as sorted, indented JSON via a temp file in the same folder and ``os.replace``:
+    a reader sees the old file or the new one, never half of one, even if the writer is killed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(temporary, _file_mode(path))  # mkstemp creates 0600; a results file is as readable as any other
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_results(path: str | Path, results: Sequence[Result], environment: Mapping[str, Any]) -> Path:
+    """The ``--json`` file: ``{"schema_version", "environment", "results": [...]}``."""
+    document = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "environment": dict(environment),
+        "results": [r.as_json() for r in results],
+    }
+    return write_json_atomically(path, document)
+
+
+def load_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
+    """Read a ``--json`` file back: (environment, results); a problem is a BaselineFormatError naming the file."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BaselineFormatError(f"results {str(path)!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineFormatError(f"results {str(path)!r}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise BaselineFormatError(
+            f"results {str(path)!r}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        raise BaselineFormatError(f"results {str(path)!r}: expected an object with a 'results' list")
+    version = document.get("schema_version")
+    if version != RESULTS_SCHEMA_VERSION:
+        raise BaselineFormatError(
+            f"results {str(path)!r}: schema_version={version!r}, expected {RESULTS_SCHEMA_VERSION}"
+        )
+    results = []
+    for index, record in enumerate(document["results"]):
+        try:
+            results.append(Result.from_json(record))
+        except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
+            raise BaselineFormatError(f"results {str(path)!r}: results[{index}] is malformed ({exc!r})") from None
+    environment = document.get("environment")
+    return (environment if isinstance(environment, dict) else {}), results

@@ -1,0 +1,379 @@
+"""Stored baselines: one JSON file per environment key, a versioned schema, atomic writes, compare rules per kind.
+
+A baseline file (``baselines/cpu-x86_64.json``) maps each measurement key
+``suite::case::implementation::metric`` to what a later run needs to judge a new value:
+
+* ``exact``: the value (and an optional tolerance the suite chose);
+* ``timing``: the folded value and the per-run median ratios it came from (their spread is the noise a
+  new run is judged against; several runs are folded in, one per ``--update-baselines``);
+* ``sampled``: the per-item scores and the hash of the items (a paired bootstrap needs the same items).
+
+Files are written with sorted keys and fixed indentation, so a review diff shows exactly what moved, and
+through a temporary file and ``os.replace``: a writer killed mid-write leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import BaselineFormatError
+from harness.results import VERDICTS, Result, write_json_atomically
+
+__all__ = [
+    "MAX_FOLDED_RUNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "VERDICTS",
+    "Baseline",
+    "BaselineEntry",
+    "apply_verdict",
+    "baseline_path",
+    "compare_result",
+    "compare_runs",
+    "entry_from_result",
+    "load_baseline",
+    "missing_entries",
+    "save_baseline",
+    "update_baseline",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the baseline (and result) file layout this harness writes."""
+MAX_FOLDED_RUNS = 5
+"""A timing baseline keeps the median ratios of this many most recent runs (its run-to-run spread)."""
+DEFAULT_EXACT_REL_TOL = 1e-6
+"""Exact metrics are computed from fixed seeds; this only absorbs last-bit differences between BLAS builds."""
+DEFAULT_MIN_EFFECT = 0.10
+"""Timing: a ratio must move by more than this (and significantly) to count; see DESIGN.md for why."""
+
+Verdict = Literal["ok", "improved", "regressed", "new", "missing"]
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+"""``MIGRATIONS[v]`` turns a schema-``v`` document into a schema-``v + 1`` one. Schema 1 is the first
+published layout, so the table is empty; a layout change adds an entry and bumps :data:`SCHEMA_VERSION`."""
+
+
+def _key(suite: str, case: str, implementation: str, metric: str) -> str:
+    return "::".join((suite, case, implementation, metric))
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """What is stored for one measurement."""
+
+    suite: str
+    case: str
+    implementation: str
+    metric: str
+    value: float
+    kind: str
+    direction: str
+    unit: str = ""
+    tolerance: float | None = None
+    runs: tuple[float, ...] = ()
+    samples: tuple[float, ...] = ()
+    data_hash: str | None = None
+
+    @property
+    def key(self) -> str:
+        return _key(self.suite, self.case, self.implementation, self.metric)
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "suite": self.suite,
+            "case": self.case,
+            "implementation": self.implementation,
+            "metric": self.metric,
+            "value": self.value,
+            "kind": self.kind,
+            "direction": self.direction,
+            "unit": self.unit,
+        }
+        optional = {
+            "tolerance": self.tolerance,
+            "runs": list(self.runs),
+            "samples": list(self.samples),
+            "data_hash": self.data_hash,
+        }
+        document.update({name: value for name, value in optional.items() if value not in (None, [])})
+        return document
+
+
+@dataclass
+class Baseline:
+    """The contents of one baseline file."""
+
+    environment_key: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    entries: dict[str, BaselineEntry] = field(default_factory=dict)
+
+    def get(self, result: Result) -> BaselineEntry | None:
+        return self.entries.get(_key(*result.key))
+
+
+def baseline_path(directory: str | Path, environment_key: str) -> Path:
+    return Path(directory) / f"{environment_key}.json"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _fail(path: Path, problem: str) -> BaselineFormatError:
+    return BaselineFormatError(f"baseline {str(path)!r}: {problem}")
+
+
+def _entry_from_json(path: Path, key: str, raw: object) -> BaselineEntry:
+    if not isinstance(raw, dict):
+        raise _fail(path, f"metrics[{key!r}] is {type(raw).__name__}, expected an object")
+    try:
+        entry = BaselineEntry(
+            suite=str(raw["suite"]),
+            case=str(raw["case"]),
+            implementation=str(raw["implementation"]),
+            metric=str(raw["metric"]),
+            value=float(raw["value"]),
+            kind=str(raw["kind"]),
+            direction=str(raw["direction"]),
+            unit=str(raw.get("unit", "")),
+            tolerance=None if raw.get("tolerance") is None else float(raw["tolerance"]),
+            runs=tuple(float(v) for v in raw.get("runs", ())),
+            samples=tuple(float(v) for v in raw.get("samples", ())),
+            data_hash=None if raw.get("data_hash") is None else str(raw["data_hash"]),
+        )
+    except KeyError as missing:
+        raise _fail(path, f"metrics[{key!r}] lacks the field {missing}") from None
+    except (TypeError, ValueError) as exc:
+        raise _fail(path, f"metrics[{key!r}] has a malformed value ({exc})") from None
+    if entry.kind not in ("exact", "timing", "sampled"):
+        raise _fail(path, f"metrics[{key!r}].kind={entry.kind!r}, expected exact, timing or sampled")
+    if entry.direction not in ("higher", "lower"):
+        raise _fail(path, f"metrics[{key!r}].direction={entry.direction!r}, expected higher or lower")
+    if entry.key != key:
+        expected = "the key suite::case::implementation::metric"
+        raise _fail(path, f"metrics[{key!r}] describes {entry.key!r}, expected {expected}")
+    return entry
+
+
+def migrate(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Bring a parsed document to :data:`SCHEMA_VERSION`, or say why it cannot be read."""
+    version = document.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _fail(path, f"schema_version={version!r}, expected an integer (this harness writes {SCHEMA_VERSION})")
+    if version > SCHEMA_VERSION:
+        raise _fail(
+            path,
+            f"schema_version={version} is newer than this harness reads ({SCHEMA_VERSION}); upgrade fourbit-harness",
+        )
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise _fail(
+                path,
+                f"schema_version={version} is too old (this harness reads {min(MIGRATIONS, default=SCHEMA_VERSION)}"
+                f" to {SCHEMA_VERSION}); rewrite it with `fourbit baseline update`",
+            )
+        document = step(dict(document))
+        version += 1
+        document["schema_version"] = version
+    return document
+
+
+def load_baseline(path: str | Path) -> Baseline:
+    """Read and validate a baseline file; any problem is a BaselineFormatError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _fail(path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"cannot be read ({exc})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(document, dict):
+        raise _fail(path, f"top level is {type(document).__name__}, expected an object")
+    document = migrate(document, path)
+    metrics = document.get("metrics")
+    if not isinstance(metrics, dict):
+        raise _fail(path, "has no 'metrics' object")
+    entries = {key: _entry_from_json(path, key, raw) for key, raw in metrics.items()}
+    environment = document.get("environment") or {}
+    if not isinstance(environment, dict):
+        raise _fail(path, "'environment' is not an object")
+    return Baseline(str(document.get("environment_key", path.stem)), environment, entries)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _finite(value: float) -> float | str:
+    """JSON has no NaN/inf: store them as strings that float() reads back."""
+    return value if math.isfinite(value) else repr(value)
+
+
+def _document(baseline: Baseline) -> dict[str, Any]:
+    metrics = {}
+    for key, entry in sorted(baseline.entries.items()):
+        doc = entry.as_json()
+        doc["value"] = _finite(entry.value)
+        metrics[key] = doc
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "environment_key": baseline.environment_key,
+        "environment": baseline.environment,
+        "metrics": metrics,
+    }
+
+
+def save_baseline(path: str | Path, baseline: Baseline) -> Path:
+    return write_json_atomically(path, _document(baseline))
+
+
+def update_baseline(baseline: Baseline, results: Iterable[Result], environment: dict[str, Any]) -> int:
+    """Fold this run's results into ``baseline`` (in place); returns how many entries were written.
+
+    Exact and sampled entries are replaced; a timing entry keeps the median ratios of the last
+    :data:`MAX_FOLDED_RUNS` runs and stores their median as its value. Entries of metrics this run did not
+    produce are kept (updating one suite must not drop another's baseline)."""
+    from harness.stats import fold_runs
+
+    count = 0
+    for result in results:
+        key = _key(*result.key)
+        previous = baseline.entries.get(key)
+        runs: tuple[float, ...] = ()
+        value = result.value
+        if result.kind == "timing":
+            kept = previous.runs if previous is not None and previous.kind == "timing" else ()
+            runs = (*kept, result.value)[-MAX_FOLDED_RUNS:]
+            value, _spread = fold_runs(runs)
+        baseline.entries[key] = BaselineEntry(
+            suite=result.suite,
+            case=result.case,
+            implementation=result.implementation,
+            metric=result.metric,
+            value=value,
+            kind=result.kind,
+            direction=result.direction,
+            unit=result.unit,
+            tolerance=result.tolerance,
+            runs=runs,
+            samples=result.samples if result.kind == "sampled" else (),
+            data_hash=result.data_hash,
+        )
+        count += 1
+    baseline.environment = environment
+    return count
+
+
+# ---------------------------------------------------------------------------------------------- comparing
+
+
+def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
+    """``result`` with ``baseline``, ``verdict`` and ``statistic`` filled in by the rule of its kind."""
+    from harness import stats
+
+    if entry is None:
+        return replace(result, verdict="new", statistic="no baseline for this metric")
+    if entry.kind != result.kind or entry.direction != result.direction:
+        return replace(
+            result,
+            baseline=entry.value,
+            verdict="new",
+            statistic=f"baseline is {entry.kind}/{entry.direction}, this run {result.kind}/{result.direction}: "
+            "not compared (update the baseline)",
+        )
+    direction: Literal["higher", "lower"] = "higher" if result.direction == "higher" else "lower"
+    if result.kind == "exact":
+        tolerance = result.tolerance if result.tolerance is not None else entry.tolerance
+        comparison = stats.compare_exact(
+            result.value,
+            entry.value,
+            direction=direction,
+            rel_tol=DEFAULT_EXACT_REL_TOL if tolerance is None else tolerance,
+        )
+    elif result.kind == "timing":
+        if not result.samples:
+            return replace(result, baseline=entry.value, verdict="new", statistic="no per-round samples to compare")
+        min_effect = result.tolerance if result.tolerance is not None else DEFAULT_MIN_EFFECT
+        comparison = stats.compare_timing(
+            result.samples, entry.value, entry.runs or (entry.value,), direction=direction, min_effect=min_effect
+        )
+    else:
+        if result.data_hash != entry.data_hash or len(result.samples) != len(entry.samples) or not result.samples:
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="new",
+                statistic=f"items differ from the baseline's (data hash {entry.data_hash} vs {result.data_hash}, "
+                f"{len(entry.samples)} vs {len(result.samples)} items): not compared",
+            )
+        tolerance = result.tolerance if result.tolerance is not None else (entry.tolerance or 0.0)
+        comparison = stats.compare_sampled(result.samples, entry.samples, direction=direction, tolerance=tolerance)
+    return replace(result, baseline=entry.value, verdict=comparison.verdict, statistic=comparison.statistic)
+
+
+def apply_verdict(result: Result, baseline: Baseline | None) -> Result:
+    """Compare with ``baseline`` when there is one (no baseline file at all: every metric is new)."""
+    return compare_result(result, None if baseline is None else baseline.get(result))
+
+
+def missing_entries(baseline: Baseline, results: Iterable[Result], scope: Iterable[tuple[str, str]]) -> list[Result]:
+    """Baseline entries of the (suite, implementation) pairs this run covered that it did not produce."""
+    produced = {_key(*r.key) for r in results}
+    covered = set(scope)
+    missing = []
+    for key, entry in sorted(baseline.entries.items()):
+        if key in produced or (entry.suite, entry.implementation) not in covered:
+            continue
+        missing.append(
+            Result(
+                suite=entry.suite,
+                case=entry.case,
+                implementation=entry.implementation,
+                metric=entry.metric,
+                value=math.nan,
+                unit=entry.unit,
+                kind=entry.kind,  # type: ignore[arg-type]  # validated when loaded
+                direction=entry.direction,  # type: ignore[arg-type]
+                baseline=entry.value,
+                verdict="missing",
+                statistic="in the baseline, not produced by this run",
+            )
+        )
+    return missing
+
+
+def entry_from_result(result: Result) -> BaselineEntry:
+    """A saved result seen as a one-run baseline (for ``fourbit compare OLD.json NEW.json``)."""
+    return BaselineEntry(
+        suite=result.suite,
+        case=result.case,
+        implementation=result.implementation,
+        metric=result.metric,
+        value=result.value,
+        kind=result.kind,
+        direction=result.direction,
+        unit=result.unit,
+        tolerance=result.tolerance,
+        runs=(result.value,) if result.kind == "timing" else (),
+        samples=result.samples if result.kind == "sampled" else (),
+        data_hash=result.data_hash,
+    )
+
+
+def compare_runs(old: Iterable[Result], new: Iterable[Result]) -> list[Result]:
+    """Every metric of ``new`` judged against ``old`` by the rule of its kind, then ``old``'s metrics that
+    ``new`` lacks as missing. Results already marked missing in a file are not metrics and are skipped."""
+    old_entries = {_key(*r.key): entry_from_result(r) for r in old if r.verdict != "missing"}
+    new_results = [r for r in new if r.verdict != "missing"]
+    compared = [compare_result(r, old_entries.get(_key(*r.key))) for r in new_results]
+    baseline = Baseline("compare", entries=old_entries)
+    scope = {(entry.suite, entry.implementation) for entry in old_entries.values()}
+    return compared + missing_entries(baseline, new_results, scope)

@@ -1,0 +1,107 @@
+"""Known bugs of third-party libraries, reported as expected failures instead of hidden or left red.
+
+An adapter never papers over a library's bug: the suites find it. Once a bug is understood, an entry in
+``known_failures.toml`` (in the suites folder, or any folder above a test file) turns the failing tests into
+``xfail(strict=True)`` with the entry's reason, for the library version it was seen with only. When the
+library fixes the bug, the test passes, strict xfail turns that into a failure, and the entry gets removed;
+when the library is upgraded, the entry stops applying and the failures show again until re-checked.
+``--fourbit-no-known-failures`` shows every failure as a failure.
+
+Format::
+
+    [[known_failure]]
+    implementations = ["bnb-fp4", "bnb-fp4-dq"]   # fnmatch patterns on implementation names
+    tests = ["test_exact_zero[*]"]                 # fnmatch patterns on test names, parameters included
+    library = "bitsandbytes==0.50.2"               # distribution==version the failure was seen with
+    reason = "what the library does wrong, with its measured size"
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from harness.errors import UsageError
+
+__all__ = ["FILE_NAME", "KnownFailure", "load_known_failures", "match_known_failure"]
+
+FILE_NAME = "known_failures.toml"
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """One understood library bug and the tests it makes fail."""
+
+    implementations: tuple[str, ...]
+    tests: tuple[str, ...]
+    library: str
+    reason: str
+    source: str
+
+    @property
+    def distribution(self) -> str:
+        return self.library.partition("==")[0].strip()
+
+    @property
+    def version(self) -> str:
+        return self.library.partition("==")[2].strip()
+
+    def applies(self) -> bool:
+        """Only for the library version the failure was seen with (an upgrade must be re-checked)."""
+        try:
+            return metadata.version(self.distribution) == self.version
+        except metadata.PackageNotFoundError:
+            return False
+
+    def matches(self, implementation: str, test_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(implementation, p) for p in self.implementations) and any(
+            fnmatch.fnmatchcase(test_name, p) for p in self.tests
+        )
+
+
+def _strings(path: Path, index: int, entry: dict[str, object], name: str) -> tuple[str, ...]:
+    value = entry.get(name)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise UsageError(f"{path}: known_failure #{index + 1}: {name}={value!r}, expected a non-empty list of strings")
+    return tuple(value)
+
+
+def load_known_failures(path: str | Path) -> list[KnownFailure]:
+    """Parse a known-failures file; a malformed one is a UsageError naming the file and the entry."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+    entries = document.get("known_failure", [])
+    if not isinstance(entries, list):
+        raise UsageError(f"{path}: known_failure must be an array of tables ([[known_failure]])")
+    known = []
+    for index, entry in enumerate(entries):
+        library, reason = entry.get("library"), entry.get("reason")
+        if not isinstance(library, str) or "==" not in library:
+            raise UsageError(
+                f"{path}: known_failure #{index + 1}: library={library!r}, expected 'distribution==version'"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise UsageError(f"{path}: known_failure #{index + 1}: reason={reason!r}, expected a sentence")
+        known.append(
+            KnownFailure(
+                implementations=_strings(path, index, entry, "implementations"),
+                tests=_strings(path, index, entry, "tests"),
+                library=library,
+                reason=reason.strip(),
+                source=f"{path}#{index + 1}",
+            )
+        )
+    return known
+
+
+def match_known_failure(known: list[KnownFailure], implementation: str, test_name: str) -> KnownFailure | None:
+    """The first entry that applies to the installed library and matches this test, if any."""
+    return next((k for k in known if k.matches(implementation, test_name) and k.applies()), None)
