@@ -142,7 +142,8 @@ class Capabilities:
     ``numel_multiple_of``/``max_ndim``/``shape_rule`` describe shapes it rejects;
     ``shape_rule(shape)`` returns a reason string for an unsupported shape, else None.
     ``compute_dtype`` is the precision in which codes are chosen; it sets the ulp
-    tolerance of the nearest-code checks.
+    tolerance of the nearest-code checks. ``None`` means "in the input's dtype" (torchao
+    divides a bfloat16 weight by its scale in bfloat16): use :meth:`compute_dtype_for`.
     """
 
     devices: tuple[str, ...] = ("cpu",)
@@ -153,7 +154,11 @@ class Capabilities:
     shape_rule: Callable[[torch.Size], str | None] | None = None
     has_matmul: bool = False
     has_module: bool = False
-    compute_dtype: torch.dtype = torch.float32
+    compute_dtype: torch.dtype | None = torch.float32
+
+    def compute_dtype_for(self, input_dtype: torch.dtype) -> torch.dtype:
+        """The precision codes are chosen in for an input of ``input_dtype``."""
+        return input_dtype if self.compute_dtype is None else self.compute_dtype
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "devices", tuple(self.devices))

@@ -426,7 +426,7 @@ def check_nearest(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor) -> 
             f"scale kind {spec.scale!r} under double quantization: the scale used for rounding is unknown"
         )
     offsets = 0.0 if q.offsets is None else _per_element(q.offsets.double(), numel, spec.block_size)[:, None]
-    eps = torch.finfo(quantizer.capabilities.compute_dtype).eps
+    eps = torch.finfo(quantizer.capabilities.compute_dtype_for(x.dtype)).eps
     ok = torch.zeros(numel, dtype=torch.bool)
     reports = []
     for per_block in candidates:
@@ -512,7 +512,7 @@ def check_roundtrip_bound(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTen
         half_gap = _max_half_gap(levels, float(levels.min()), float(levels.max()))
         bound = half_gap * scales
         basis = f"half gap {half_gap:.6g} x reported scale"
-    eps = torch.finfo(quantizer.capabilities.compute_dtype).eps
+    eps = torch.finfo(quantizer.capabilities.compute_dtype_for(x.dtype)).eps
     bound = bound * (1 + _COMPUTE_ULPS * eps) + _OUTPUT_ULPS * (
         _ulp_bound(out, x.dtype) + _ulp_bound(flat, torch.float32)
     )
@@ -532,7 +532,13 @@ def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same shape, dtype and bytes (NaN equals NaN, -0 differs from +0)."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+    return torch.equal(_as_bytes(a), _as_bytes(b))
+
+
+def _as_bytes(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's elements as raw bytes; a copy in contiguous layout first, because a library's tensor may
+    be a strided view (torchao keeps a 1-element view of a larger buffer) that ``view(uint8)`` rejects."""
+    return t.detach().reshape(-1).clone(memory_format=torch.contiguous_format).view(torch.uint8)
 
 
 def _storage_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> str | None:
@@ -543,7 +549,7 @@ def _storage_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor])
         if (
             ta.shape != tb.shape
             or ta.dtype != tb.dtype
-            or not torch.equal(ta.reshape(-1).view(torch.uint8), tb.reshape(-1).view(torch.uint8))
+            or not torch.equal(_as_bytes(ta), _as_bytes(tb))
         ):
             return f"storage[{key!r}] differs"
     return None
