@@ -96,8 +96,8 @@ class BaselineEntry:
         }
         optional = {
             "tolerance": self.tolerance,
-            "runs": list(self.runs),
-            "samples": list(self.samples),
+            "runs": [_finite(v) for v in self.runs],
+            "samples": [_finite(v) for v in self.samples],
             "data_hash": self.data_hash,
         }
         document.update({name: value for name, value in optional.items() if value not in (None, [])})
@@ -130,25 +130,50 @@ def _fail(path: Path, problem: str) -> BaselineFormatError:
 def _entry_from_json(path: Path, key: str, raw: object) -> BaselineEntry:
     if not isinstance(raw, dict):
         raise _fail(path, f"metrics[{key!r}] is {type(raw).__name__}, expected an object")
-    try:
-        entry = BaselineEntry(
-            suite=str(raw["suite"]),
-            case=str(raw["case"]),
-            implementation=str(raw["implementation"]),
-            metric=str(raw["metric"]),
-            value=float(raw["value"]),
-            kind=str(raw["kind"]),
-            direction=str(raw["direction"]),
-            unit=str(raw.get("unit", "")),
-            tolerance=None if raw.get("tolerance") is None else float(raw["tolerance"]),
-            runs=tuple(float(v) for v in raw.get("runs", ())),
-            samples=tuple(float(v) for v in raw.get("samples", ())),
-            data_hash=None if raw.get("data_hash") is None else str(raw["data_hash"]),
-        )
-    except KeyError as missing:
-        raise _fail(path, f"metrics[{key!r}] lacks the field {missing}") from None
-    except (TypeError, ValueError) as exc:
-        raise _fail(path, f"metrics[{key!r}] has a malformed value ({exc})") from None
+
+    def field_of(name: str, convert: Callable[[Any], Any], default: Any = ...) -> Any:
+        if name not in raw:
+            if default is ...:
+                raise _fail(path, f"metrics[{key!r}] lacks the field {name!r}")
+            return default
+        value = raw[name]
+        try:
+            return convert(value)
+        except (TypeError, ValueError):
+            raise _fail(path, f"metrics[{key!r}].{name}={value!r} is malformed") from None
+
+    def number(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(value)
+        return float(value)  # "inf", "-inf" and "nan" are how non-finite numbers are stored
+
+    def optional_number(value: Any) -> float | None:
+        return None if value is None else number(value)
+
+    def numbers(value: Any) -> tuple[float, ...]:
+        if not isinstance(value, list):
+            raise TypeError(value)
+        return tuple(number(v) for v in value)
+
+    def text(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+
+    entry = BaselineEntry(
+        suite=field_of("suite", text),
+        case=field_of("case", text),
+        implementation=field_of("implementation", text),
+        metric=field_of("metric", text),
+        value=field_of("value", number),
+        kind=field_of("kind", text),
+        direction=field_of("direction", text),
+        unit=field_of("unit", text, ""),
+        tolerance=field_of("tolerance", optional_number, None),
+        runs=field_of("runs", numbers, ()),
+        samples=field_of("samples", numbers, ()),
+        data_hash=field_of("data_hash", lambda v: None if v is None else text(v), None),
+    )
     if entry.kind not in ("exact", "timing", "sampled"):
         raise _fail(path, f"metrics[{key!r}].kind={entry.kind!r}, expected exact, timing or sampled")
     if entry.direction not in ("higher", "lower"):
@@ -324,13 +349,22 @@ def apply_verdict(result: Result, baseline: Baseline | None) -> Result:
     return compare_result(result, None if baseline is None else baseline.get(result))
 
 
-def missing_entries(baseline: Baseline, results: Iterable[Result], scope: Iterable[tuple[str, str]]) -> list[Result]:
-    """Baseline entries of the (suite, implementation) pairs this run covered that it did not produce."""
+def missing_entries(baseline: Baseline, results: Iterable[Result], scope: Iterable[tuple[str, ...]]) -> list[Result]:
+    """Baseline entries inside ``scope`` that this run did not produce.
+
+    ``scope`` holds (suite, implementation) pairs for a full run, or (suite, implementation, case) triples
+    when the run was narrowed (``-k``, ``--deselect``): then only the cases that ran can miss a metric."""
     produced = {_key(*r.key) for r in results}
     covered = set(scope)
     missing = []
     for key, entry in sorted(baseline.entries.items()):
-        if key in produced or (entry.suite, entry.implementation) not in covered:
+        if key in produced:
+            continue
+        if (entry.suite, entry.implementation) not in covered and (
+            entry.suite,
+            entry.implementation,
+            entry.case,
+        ) not in covered:
             continue
         missing.append(
             Result(

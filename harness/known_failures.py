@@ -10,15 +10,16 @@ when the library is upgraded, the entry stops applying and the failures show aga
 Format::
 
     [[known_failure]]
-    implementations = ["bnb-fp4", "bnb-fp4-dq"]   # fnmatch patterns on implementation names
-    tests = ["test_exact_zero[*]"]                 # fnmatch patterns on test names, parameters included
+    implementations = ["bnb-fp4", "bnb-fp4-dq"]   # patterns on implementation names (* and ? are wildcards)
+    tests = ["test_exact_zero[*]"]                 # patterns on test names with their [params]; brackets are literal
     library = "bitsandbytes==0.50.2"               # distribution==version the failure was seen with
     reason = "what the library does wrong, with its measured size"
 """
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import metadata
@@ -57,9 +58,16 @@ class KnownFailure:
             return False
 
     def matches(self, implementation: str, test_name: str) -> bool:
-        return any(fnmatch.fnmatchcase(implementation, p) for p in self.implementations) and any(
-            fnmatch.fnmatchcase(test_name, p) for p in self.tests
+        return any(_wildcard(p).fullmatch(implementation) for p in self.implementations) and any(
+            _wildcard(p).fullmatch(test_name) for p in self.tests
         )
+
+
+@functools.cache
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """``*`` and ``?`` are wildcards, everything else literal: test names carry ``[params]``, which fnmatch
+    would read as a character class (``test_x[*]`` would then match only ``test_x*``)."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
 
 
 def _strings(path: Path, index: int, entry: dict[str, object], name: str) -> tuple[str, ...]:
@@ -83,6 +91,10 @@ def load_known_failures(path: str | Path) -> list[KnownFailure]:
         raise UsageError(f"{path}: known_failure must be an array of tables ([[known_failure]])")
     known = []
     for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise UsageError(
+                f"{path}: known_failure #{index + 1} is {type(entry).__name__}, expected a table ([[known_failure]])"
+            )
         library, reason = entry.get("library"), entry.get("reason")
         if not isinstance(library, str) or "==" not in library:
             raise UsageError(

@@ -49,6 +49,7 @@ class _RunState:
     passed: set[str] = field(default_factory=set)
     known_failures: dict[Path, list[KnownFailure]] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    deselected: bool = False
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -356,6 +357,11 @@ class _SessionReporter:
             )
         )
 
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """A narrowed run (-k, -m, --deselect) only answers for the cases it ran (see missing_entries)."""
+        if items:
+            self.config.stash[_STATE].deselected = True
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from harness.report import Outcome
 
@@ -400,7 +406,10 @@ class _SessionReporter:
         if state.baseline is not None and not config.getoption("update_baselines"):
             from harness.baselines import missing_entries
 
-            scope = {(r.suite, r.implementation) for r in state.results}
+            narrowed = state.deselected or bool(config.getoption("keyword") or config.getoption("markexpr"))
+            scope: set[tuple[str, ...]] = {
+                (r.suite, r.implementation, r.case) if narrowed else (r.suite, r.implementation) for r in state.results
+            }
             missing = missing_entries(state.baseline, state.results, scope)
             state.results.extend(missing)
             failed = failed or bool(missing and config.getoption("fourbit_strict"))

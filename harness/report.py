@@ -47,7 +47,8 @@ class Outcome:
     suite: str = ""
 
 
-_FOLDED = {"failed": "FAIL", "passed": "pass", "xfailed": "known", "skipped": "skip"}
+_FOLDED = {"failed": "FAIL", "xfailed": "known", "passed": "pass", "skipped": "skip"}
+"""Precedence when one property has several outcomes (dtypes, cases): a known bug is never hidden by a pass."""
 
 
 def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
@@ -79,14 +80,14 @@ def render_verdicts(outcomes: Iterable[Outcome], title: str = "fourbit: property
             table.add_column(impl, justify="center")
         for prop in props:
             cells = [verdicts.get((impl, prop), "-") for impl in implementations]
-            table.add_row(prop.replace("_", " "), *(Text(cell, style=_STYLE[cell]) for cell in cells))
+            table.add_row(Text(prop.replace("_", " ")), *(Text(cell, style=_STYLE[cell]) for cell in cells))
         return table
     table.add_column("implementation", style="bold", no_wrap=True)
     for prop in props:
         table.add_column(prop.replace("_", " "), justify="center")
     for impl in implementations:
         cells = [verdicts.get((impl, prop), "-") for prop in props]
-        table.add_row(impl, *(Text(cell, style=_STYLE[cell]) for cell in cells))
+        table.add_row(Text(impl), *(Text(cell, style=_STYLE[cell]) for cell in cells))
     return table
 
 
@@ -119,7 +120,7 @@ def render_metrics(results: Sequence[Result], title: str = "fourbit: recorded me
         unit = next((r.unit for r in results if r.metric == metric and r.unit), "")
         table.add_column(f"{metric} ({unit})" if unit else metric, justify="right")
     for (impl, case), by_metric in rows.items():
-        table.add_row(impl, case, *(_cell(by_metric[m]) if m in by_metric else Text("-") for m in metrics))
+        table.add_row(Text(impl), Text(case), *(_cell(by_metric[m]) if m in by_metric else Text("-") for m in metrics))
     return table
 
 
@@ -144,10 +145,7 @@ def render_regressions(results: Sequence[Result]) -> Table | None:
         table.add_column(column, overflow="fold")
     for r in regressed:
         table.add_row(
-            r.suite,
-            r.implementation,
-            r.case,
-            r.metric,
+            *(Text(field) for field in (r.suite, r.implementation, r.case, r.metric)),
             _format_value(r.baseline),
             Text(_format_value(r.value), style="bold red"),
             Text(r.statistic),
@@ -179,10 +177,7 @@ def render_comparison(compared: Sequence[Result], *, old_label: str = "old", new
     for r in sorted(compared, key=lambda r: order.get(r.verdict or "", 5)):
         verdict = r.verdict or "-"
         table.add_row(
-            r.suite,
-            r.implementation,
-            r.case,
-            r.metric,
+            *(Text(field) for field in (r.suite, r.implementation, r.case, r.metric)),
             _format_value(r.baseline),
             _format_value(r.value),
             Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),

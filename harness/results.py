@@ -82,10 +82,11 @@ class Result:
         return asdict(self)
 
     def as_json(self) -> dict[str, Any]:
-        """The result-file record (``--json``): JSON has no NaN, so non-finite numbers become null."""
+        """The result-file record (``--json``). JSON has no NaN or infinity: those are written as the strings
+        "nan", "inf" and "-inf" (float() reads them back), so a lossless SQNR of inf stays inf."""
 
-        def number(value: float | None) -> float | None:
-            return value if value is not None and math.isfinite(value) else None
+        def number(value: float | None) -> float | str | None:
+            return value if value is None or math.isfinite(value) else repr(value)  # "inf", "-inf", "nan"
 
         return {
             "suite": self.suite,
@@ -104,11 +105,12 @@ class Result:
             "baseline": number(self.baseline),
             "verdict": self.verdict,
             "statistic": self.statistic,
+            "extra": {key: number(v) if isinstance(v, float) else v for key, v in self.extra.items()},
         }
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Result:
-        """Inverse of :meth:`as_json` (null numbers come back as NaN); KeyError/TypeError for a malformed record."""
+        """Inverse of :meth:`as_json` (a null value comes back as NaN); KeyError/TypeError for a malformed record."""
 
         def number(value: Any) -> float:
             return math.nan if value is None else float(value)
@@ -130,6 +132,7 @@ class Result:
             baseline=None if record.get("baseline") is None else float(record["baseline"]),
             verdict=record.get("verdict"),
             statistic=str(record.get("statistic") or ""),
+            extra=dict(record.get("extra") or {}),
         )
 
 

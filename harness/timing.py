@@ -139,11 +139,7 @@ def time_interleaved(
     if not target_ci > 0 or not max_seconds > 0:
         raise InvalidArgument(f"target_ci={target_ci!r}, max_seconds={max_seconds!r}, expected positive numbers")
     device = torch.device(device)
-    timer: Callable[[Callable[[], object]], float]
-    if device.type == "cuda":
-        timer = _CudaTimer(device)
-    else:
-        timer = _cpu_round
+    timer: Callable[[Callable[[], object]], float] = _CudaTimer(device) if device.type == "cuda" else _cpu_round
     for _ in range(warmup):
         kernel()
         reference()

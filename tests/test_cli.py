@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
+from harness.baselines import load_baseline
 from harness.cli import find_suites_dir, main
+from harness.environment import environment_key
+from harness.results import Result, load_results, save_results
+
+CaptureStr = pytest.CaptureFixture[str]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +67,142 @@ def test_run_exits_1_when_a_property_fails(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.syspath_prepend(str(tmp_path))
     argv = ["run", "properties", "--suites-dir", str(ROOT / "suites"), "--quantizer", "wrong_book:Uniform"]
     assert main([*argv, "--impl", "uniform-called-nf4", "--", "-q", "-p", "no:cacheprovider", "-k", "codebook"]) == 1
+
+
+# ------------------------------------------------------------------------------ result files, baselines
+
+ENVIRONMENT = {"libraries": {"torch": "2.13.0"}, "git": {"commit": "abc123", "dirty": False}}
+
+
+def _results(verdict: str = "ok", value: float = 1.0) -> list[Result]:
+    return [
+        Result("properties", "gauss-block64", "ref-nf4", "mse", value, baseline=1.0, verdict=verdict, statistic="s"),
+        Result("properties", "gauss-block64", "ref-nf4", "sqnr_db", 20.0, unit="dB", direction="higher", verdict="ok"),
+    ]
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a usage error prints (and nothing that looks like a traceback)."""
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fourbit: error: "), captured.err
+    return lines[0]
+
+
+def test_report_renders_a_saved_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: CaptureStr) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_results("results.json", _results(), ENVIRONMENT)
+    assert main(["report", "results.json"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "results.json: 2 results; torch 2.13.0, commit abc123"
+    assert "fourbit properties: metrics" in out and "baseline: 2 ok" in out
+    assert "REGRESSIONS" not in out
+
+
+def test_report_exits_1_when_a_result_regressed(tmp_path: Path, capsys: CaptureStr) -> None:
+    path = save_results(tmp_path / "results.json", _results("regressed", 1.5), ENVIRONMENT)
+    assert main(["report", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "fourbit: REGRESSIONS" in out and "baseline: 1 ok, 1 regressed" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"schema_version": 1, "results": [', "not valid JSON (line 1, column "),
+        ('{"schema_version": 0, "environment": {}, "results": []}', "schema_version=0"),
+        ('{"schema_version": 1, "results": [{"suite": "s"}]}', "results[0] is malformed"),
+    ],
+    ids=["corrupt", "old", "malformed"],
+)
+def test_report_of_a_bad_file_is_one_error_line(tmp_path: Path, capsys: CaptureStr, text: str, problem: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text, encoding="utf-8")
+    assert main(["report", str(path)]) == 2
+    line = _error_line(capsys)
+    assert str(path) in line and problem in line
+
+
+def test_report_of_a_missing_file_is_a_usage_error(tmp_path: Path, capsys: CaptureStr) -> None:
+    assert main(["report", str(tmp_path / "absent.json")]) == 2
+    assert "no such file" in _error_line(capsys)
+
+
+def test_compare_exits_1_when_the_new_run_regressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: CaptureStr
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_results("old.json", _results(value=1.0), ENVIRONMENT)
+    save_results("new.json", _results(value=1.5), ENVIRONMENT)
+    assert main(["compare", "old.json", "new.json"]) == 1
+    out = capsys.readouterr().out
+    assert "fourbit compare: old.json -> new.json" in out
+    assert "1 ok, 1 regressed" in out
+    assert main(["compare", "new.json", "old.json"]) == 0  # the other way round it is an improvement
+    assert "1 ok, 1 improved" in capsys.readouterr().out
+    assert main(["compare", "old.json", "old.json"]) == 0
+    assert "2 ok" in capsys.readouterr().out
+
+
+def test_compare_with_a_corrupt_file_is_a_usage_error(tmp_path: Path, capsys: CaptureStr) -> None:
+    old = save_results(tmp_path / "old.json", _results(), ENVIRONMENT)
+    new = tmp_path / "new.json"
+    new.write_text("{", encoding="utf-8")
+    assert main(["compare", str(old), str(new)]) == 2
+    assert str(new) in _error_line(capsys)
+
+
+def test_compare_sees_a_lossless_implementation_become_lossy(tmp_path: Path) -> None:
+    def sqnr(value: float) -> list[Result]:
+        return [Result("properties", "gauss", "fp32", "sqnr_db", value, unit="dB", direction="higher")]
+
+    old = save_results(tmp_path / "old.json", sqnr(math.inf), ENVIRONMENT)
+    new = save_results(tmp_path / "new.json", sqnr(30.0), ENVIRONMENT)
+    assert main(["compare", str(old), str(new)]) == 1
+
+
+TINY_TEST = """
+import json
+from pathlib import Path
+
+
+def test_tiny(record):
+    record("tiny_metric", json.loads((Path(__file__).parent / "value.json").read_text()), direction="lower")
+"""
+
+
+def test_run_and_baseline_update_on_a_tiny_suite(tmp_path: Path, capsys: CaptureStr) -> None:
+    """`fourbit baseline update` writes baselines/ beside suites/, `fourbit run` compares with it and exits 1 on a
+    regression, and its --json file says so."""
+    suites = tmp_path / "suites"
+    (suites / "properties").mkdir(parents=True)
+    (suites / "properties" / "test_fourbit_cli_tiny.py").write_text(TINY_TEST, encoding="utf-8")
+    value_file = suites / "properties" / "value.json"
+    value_file.write_text("1.0", encoding="utf-8")
+    common = ["--suites-dir", str(suites)]
+    pytest_args = ["--", "-q", "-p", "no:cacheprovider", "--fourbit-no-entry-points"]
+
+    assert main(["baseline", "update", "properties", *common, *pytest_args]) == 0
+    baseline_file = tmp_path / "baselines" / f"{environment_key()}.json"
+    entries = load_baseline(baseline_file).entries
+    assert {key: entry.value for key, entry in entries.items()} == {"properties::test_tiny::-::tiny_metric": 1.0}
+
+    results_file = tmp_path / "results.json"
+    assert main(["run", "properties", *common, "--json", str(results_file), *pytest_args]) == 0
+    assert [r.verdict for r in load_results(results_file)[1]] == ["ok"]
+
+    value_file.write_text("2.0", encoding="utf-8")
+    assert main(["run", "properties", *common, "--json", str(results_file), *pytest_args]) == 1
+    assert [(r.verdict, r.baseline, r.value) for r in load_results(results_file)[1]] == [("regressed", 1.0, 2.0)]
+    assert load_baseline(baseline_file).entries == entries  # `run` never writes the baseline
+    capsys.readouterr()
+    assert main(["report", str(results_file)]) == 1
+
+
+def test_run_of_an_unknown_or_absent_suite_is_a_usage_error(tmp_path: Path, capsys: CaptureStr) -> None:
+    (tmp_path / "suites" / "properties").mkdir(parents=True)
+    assert main(["run", "nosuchsuite", "--suites-dir", str(tmp_path / "suites")]) == 2
+    assert "unknown suite 'nosuchsuite'" in _error_line(capsys)
+    assert main(["run", "kernels", "--suites-dir", str(tmp_path / "suites")]) == 2
+    assert "suite 'kernels' is not in" in _error_line(capsys)

@@ -1,13 +1,83 @@
-"""The end-of-run summary, rendered into a StringIO console and compared as text."""
+"""The end-of-run summary, regressions, comparisons and the Markdown step summary, rendered into a StringIO
+console (or a string) and compared as whole text."""
 
 from __future__ import annotations
 
 import io
+import math
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
-from harness.report import Outcome, render_run, verdict_matrix
+from harness.report import (
+    Outcome,
+    regression_message,
+    render_comparison,
+    render_markdown,
+    render_metrics,
+    render_regressions,
+    render_run,
+    verdict_matrix,
+)
 from harness.results import Result
+
+OUTCOMES = [
+    Outcome("ref-nf4", "exact_zero", "passed", "properties"),
+    Outcome("ref-nf4", "exact_zero", "failed", "properties"),  # one failing dtype makes the verdict FAIL
+    Outcome("zoo-x", "exact_zero", "passed", "properties"),
+    Outcome("ref-nf4", "packing", "skipped", "properties"),
+    Outcome("zoo-x", "packing", "passed", "properties"),
+]
+RESULTS = [
+    Result("properties", "gauss-block64", "ref-nf4", "mae", 0.07281234),
+    Result("properties", "gauss-block64", "ref-nf4", "sqnr_db", 20.7345, unit="dB", direction="higher"),
+]
+
+# A compared run over three suites: one metric of each verdict; kernels has metrics but no verdicts.
+MIXED_OUTCOMES = [
+    Outcome("ref-nf4", "exact_zero", "passed", "properties"),
+    Outcome("bnb-fp4", "exact_zero", "xfailed", "properties"),
+    Outcome("ref-nf4~bnb-nf4", "agreement", "passed", "agreement"),
+]
+OK = Result(
+    "properties", "gauss-block64", "ref-nf4", "mse", 0.0125, baseline=0.0125, verdict="ok", statistic="within tolerance"
+)
+IMPROVED = Result(
+    "properties", "gauss-block64", "bnb-fp4", "mse", 0.02, baseline=0.025, verdict="improved", statistic="better"
+)
+REGRESSED = Result(
+    "agreement",
+    "gauss-4096",
+    "ref-nf4~bnb-nf4",
+    "code_agreement",
+    0.9875,
+    direction="higher",
+    baseline=0.99984,
+    verdict="regressed",
+    statistic="-1.2%: worse (higher is better)",
+)
+NEW = Result(
+    "agreement",
+    "gauss-4096",
+    "ref-nf4~bnb-nf4",
+    "level_agreement",
+    0.999,
+    direction="higher",
+    verdict="new",
+    statistic="no baseline for this metric",
+)
+MISSING = Result(
+    "kernels",
+    "4096x4096",
+    "bnb-nf4",
+    "dequantize_ratio",
+    math.nan,
+    kind="timing",
+    baseline=1.25,
+    verdict="missing",
+    statistic="in the baseline, not produced by this run",
+)
+MIXED = [OK, IMPROVED, REGRESSED, NEW, MISSING]
+
 
 EXPECTED = """\
                           fourbit: plugins that failed to load                           
@@ -16,14 +86,14 @@ EXPECTED = """\
 ┡━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
 │ --quantizer bad:mod │ import 'bad' failed: ModuleNotFoundError: No module named 'bad' │
 └─────────────────────┴─────────────────────────────────────────────────────────────────┘
-   fourbit: property verdicts   
+  fourbit properties: verdicts  
 ┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━┓
 ┃ property   ┃ ref-nf4 ┃ zoo-x ┃
 ┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━┩
 │ exact zero │  FAIL   │ pass  │
 │ packing    │  skip   │ pass  │
 └────────────┴─────────┴───────┘
-                 fourbit: recorded metrics                 
+                fourbit properties: metrics                
 ┏━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━┓
 ┃ implementation ┃ case          ┃     mae ┃ sqnr_db (dB) ┃
 ┡━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━┩
@@ -31,50 +101,252 @@ EXPECTED = """\
 └────────────────┴───────────────┴─────────┴──────────────┘
 """
 
-OUTCOMES = [
-    Outcome("ref-nf4", "exact_zero", "passed"),
-    Outcome("ref-nf4", "exact_zero", "failed"),  # one failing dtype makes the verdict FAIL
-    Outcome("zoo-x", "exact_zero", "passed"),
-    Outcome("ref-nf4", "packing", "skipped"),
-    Outcome("zoo-x", "packing", "passed"),
-]
-RESULTS = [
-    Result("properties", "gauss-block64", "ref-nf4", "mae", 0.07281234),
-    Result("properties", "gauss-block64", "ref-nf4", "sqnr_db", 20.7345, unit="dB", direction="higher"),
-]
+EXPECTED_MIXED = """\
+                                        fourbit: REGRESSIONS                                        
+┏━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓
+┃ suite     ┃ implementation  ┃ case       ┃ metric         ┃ baseline ┃ now    ┃ statistic        ┃
+┡━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩
+│ agreement │ ref-nf4~bnb-nf4 │ gauss-4096 │ code_agreement │ 0.9998   │ 0.9875 │ -1.2%: worse     │
+│           │                 │            │                │          │        │ (higher is       │
+│           │                 │            │                │          │        │ better)          │
+└───────────┴─────────────────┴────────────┴────────────────┴──────────┴────────┴──────────────────┘
+   fourbit properties: verdicts   
+┏━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┓
+┃ property   ┃ ref-nf4 ┃ bnb-fp4 ┃
+┡━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━┩
+│ exact zero │  pass   │  known  │
+└────────────┴─────────┴─────────┘
+             fourbit properties: metrics             
+┏━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓
+┃ implementation ┃ case          ┃              mse ┃
+┡━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩
+│ ref-nf4        │ gauss-block64 │           0.0125 │
+│ bnb-fp4        │ gauss-block64 │ 0.02 (was 0.025) │
+└────────────────┴───────────────┴──────────────────┘
+  fourbit agreement: verdicts  
+┏━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┓
+┃ property  ┃ ref-nf4~bnb-nf4 ┃
+┡━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━┩
+│ agreement │      pass       │
+└───────────┴─────────────────┘
+                       fourbit agreement: metrics                       
+┏━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┓
+┃ implementation  ┃ case       ┃      code_agreement ┃ level_agreement ┃
+┡━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━┩
+│ ref-nf4~bnb-nf4 │ gauss-4096 │ 0.9875 (was 0.9998) │           0.999 │
+└─────────────────┴────────────┴─────────────────────┴─────────────────┘
+            fourbit kernels: metrics             
+┏━━━━━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓
+┃ implementation ┃ case      ┃ dequantize_ratio ┃
+┡━━━━━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩
+│ bnb-nf4        │ 4096x4096 │          missing │
+└────────────────┴───────────┴──────────────────┘
+baseline: 1 ok, 1 improved, 1 regressed, 1 new, 1 missing
+"""
+
+EXPECTED_REGRESSIONS = """\
+                                        fourbit: REGRESSIONS                                        
+┏━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓
+┃ suite     ┃ implementation  ┃ case       ┃ metric         ┃ baseline ┃ now    ┃ statistic        ┃
+┡━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩
+│ agreement │ ref-nf4~bnb-nf4 │ gauss-4096 │ code_agreement │ 0.9998   │ 0.9875 │ -1.2%: worse     │
+│           │                 │            │                │          │        │ (higher is       │
+│           │                 │            │                │          │        │ better)          │
+└───────────┴─────────────────┴────────────┴────────────────┴──────────┴────────┴──────────────────┘
+"""
+
+EXPECTED_COMPARISON = """\
+                              fourbit compare: old.json -> new.json                              
+┏━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━┓
+┃ suite      ┃ implementation  ┃ case          ┃ metric           ┃    old ┃    new ┃ verdict   ┃
+┡━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━┩
+│ agreement  │ ref-nf4~bnb-nf4 │ gauss-4096    │ code_agreement   │ 0.9998 │ 0.9875 │ regressed │
+│ kernels    │ bnb-nf4         │ 4096x4096     │ dequantize_ratio │   1.25 │      - │ missing   │
+│ agreement  │ ref-nf4~bnb-nf4 │ gauss-4096    │ level_agreement  │      - │  0.999 │ new       │
+│ properties │ bnb-fp4         │ gauss-block64 │ mse              │  0.025 │   0.02 │ improved  │
+│ properties │ ref-nf4         │ gauss-block64 │ mse              │ 0.0125 │ 0.0125 │ ok        │
+└────────────┴─────────────────┴───────────────┴──────────────────┴────────┴────────┴───────────┘
+1 ok, 1 improved, 1 regressed, 1 new, 1 missing
+"""
+
+EXPECTED_MARKDOWN = """\
+## fourbit summary
+
+Baseline: 1 ok, 1 improved, 1 regressed, 1 new, 1 missing
+
+### Regressions
+
+| suite | implementation | case | metric | baseline | now | statistic |
+|---|---|---|---|---|---|---|
+| agreement | ref-nf4~bnb-nf4 | gauss-4096 | code_agreement | 0.9998 | 0.9875 | -1.2%: worse (higher is better) |
+
+### properties
+
+| implementation | exact_zero |
+|---|---|
+| ref-nf4 | pass |
+| bnb-fp4 | known |
+
+| implementation | case | metric | value | unit | baseline | verdict |
+|---|---|---|---|---|---|---|
+| ref-nf4 | gauss-block64 | mse | 0.0125 |  | 0.0125 | ok |
+| bnb-fp4 | gauss-block64 | mse | 0.02 |  | 0.025 | improved |
+
+### agreement
+
+| implementation | agreement |
+|---|---|
+| ref-nf4~bnb-nf4 | pass |
+
+| implementation | case | metric | value | unit | baseline | verdict |
+|---|---|---|---|---|---|---|
+| ref-nf4~bnb-nf4 | gauss-4096 | code_agreement | 0.9875 |  | 0.9998 | regressed |
+| ref-nf4~bnb-nf4 | gauss-4096 | level_agreement | 0.999 |  | - | new |
+
+### kernels
+
+| implementation | case | metric | value | unit | baseline | verdict |
+|---|---|---|---|---|---|---|
+| bnb-nf4 | 4096x4096 | dequantize_ratio | - |  | 1.25 | missing |
+
+"""
+
+
+def _text(renderable: RenderableType) -> str:
+    console = Console(file=io.StringIO(), width=100)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_run_summary_renders_errors_verdicts_and_metrics() -> None:
-    console = Console(file=io.StringIO(), width=100)
     errors = [("--quantizer bad:mod", "import 'bad' failed: ModuleNotFoundError: No module named 'bad'")]
-    console.print(render_run(OUTCOMES, RESULTS, errors))
-    assert console.file.getvalue() == EXPECTED  # type: ignore[attr-defined]
+    assert _text(render_run(OUTCOMES, RESULTS, errors)) == EXPECTED
+
+
+def test_run_summary_puts_regressions_first_groups_by_suite_and_counts_verdicts() -> None:
+    assert _text(render_run(MIXED_OUTCOMES, MIXED, [])) == EXPECTED_MIXED
+
+
+def test_run_summary_of_a_compared_run_without_regressions_has_no_regressions_table() -> None:
+    text = _text(render_run([], [OK, IMPROVED], []))
+    assert "REGRESSIONS" not in text
+    assert text.splitlines()[0].strip() == "fourbit properties: metrics"
+    assert text.splitlines()[-1] == "baseline: 1 ok, 1 improved"
+
+
+def test_regressions_table() -> None:
+    table = render_regressions(MIXED)
+    assert table is not None
+    assert _text(table) == EXPECTED_REGRESSIONS
+    assert render_regressions([OK, IMPROVED, NEW, MISSING]) is None
+    assert render_regressions([]) is None
+
+
+def test_comparison_lists_regressions_first_and_counts_verdicts() -> None:
+    compared = list(reversed(MIXED))  # the order of the input does not matter
+    assert _text(render_comparison(compared, old_label="old.json", new_label="new.json")) == EXPECTED_COMPARISON
+
+
+def test_comparison_of_nothing_says_so() -> None:
+    assert _text(render_comparison([])).splitlines()[-1] == "nothing to compare"
+
+
+def test_markdown_summary() -> None:
+    assert render_markdown(MIXED, MIXED_OUTCOMES) == EXPECTED_MARKDOWN
+
+
+def test_markdown_escapes_table_cells() -> None:
+    tricky = Result(
+        "agreement",
+        "gauss-4096",
+        "a~b",
+        "code_agreement",
+        0.5,
+        baseline=0.75,
+        direction="higher",
+        verdict="regressed",
+        statistic="worse | by a lot\nsecond line",
+    )
+    row = next(line for line in render_markdown([tricky]).splitlines() if line.startswith("| agreement |"))
+    assert row == "| agreement | a~b | gauss-4096 | code_agreement | 0.75 | 0.5 | worse \\| by a lot second line |"
+
+
+def test_markdown_of_an_empty_run() -> None:
+    assert render_markdown([]) == "## fourbit summary\n\n"
+
+
+def test_regression_message_names_metric_baseline_value_and_statistic() -> None:
+    assert regression_message(REGRESSED) == (
+        "code_agreement of ref-nf4~bnb-nf4 on gauss-4096 (agreement) regressed: baseline 0.9998, now 0.9875; "
+        "-1.2%: worse (higher is better)"
+    )
+    with_unit = Result(
+        "properties", "c", "ref-nf4", "sqnr_db", 19.5, unit="dB", baseline=20.0, verdict="regressed", statistic="s"
+    )
+    assert (
+        regression_message(with_unit) == "sqnr_db of ref-nf4 on c (properties) regressed: baseline 20, now 19.5 dB; s"
+    )
+
+
+def test_regression_message_of_a_new_metric_under_strict() -> None:
+    assert regression_message(NEW) == (
+        "level_agreement of ref-nf4~bnb-nf4 on gauss-4096 (agreement): no baseline (--fourbit-strict): "
+        "no baseline for this metric"
+    )
+
+
+def test_bracketed_case_names_are_shown_verbatim() -> None:
+    result = Result("properties", "test_a[toy-a]", "toy-a", "err[max]", 1.0, baseline=0.5, verdict="regressed")
+    assert "│ test_a[toy-a] │" in _text(render_metrics([result]))
+    regressions = render_regressions([result])
+    assert regressions is not None
+    assert "│ test_a[toy-a] │ err[max] │" in _text(regressions)
+    assert "│ test_a[toy-a] │ err[max] │" in _text(render_comparison([result]))
 
 
 def test_verdict_folding() -> None:
     impls, props, verdicts = verdict_matrix(
-        [Outcome("a", "p", "skipped"), Outcome("a", "p", "passed"), Outcome("b", "p", "skipped")]
+        [
+            Outcome("a", "p", "skipped"),
+            Outcome("a", "p", "passed"),
+            Outcome("b", "p", "skipped"),
+            Outcome("c", "p", "xfailed"),
+            Outcome("c", "p", "skipped"),
+            Outcome("d", "p", "xfailed"),
+            Outcome("d", "p", "failed"),
+            Outcome("d", "p", "passed"),
+        ]
     )
-    assert impls == ["a", "b"] and props == ["p"]
-    assert verdicts == {("a", "p"): "pass", ("b", "p"): "skip"}
+    assert impls == ["a", "b", "c", "d"] and props == ["p"]
+    assert verdicts == {("a", "p"): "pass", ("b", "p"): "skip", ("c", "p"): "known", ("d", "p"): "FAIL"}
+
+
+def test_a_known_bug_in_one_case_is_not_hidden_by_passing_cases() -> None:
+    _, _, verdicts = verdict_matrix([Outcome("bnb-fp4", "p", "passed"), Outcome("bnb-fp4", "p", "xfailed")])
+    assert verdicts == {("bnb-fp4", "p"): "known"}
 
 
 def test_empty_run_renders_nothing() -> None:
-    console = Console(file=io.StringIO(), width=100)
-    console.print(render_run([], [], []))
-    assert console.file.getvalue().strip() == ""  # type: ignore[attr-defined]
+    assert _text(render_run([], [], [])).strip() == ""
+
+
+def test_outcomes_without_a_suite_keep_the_generic_titles() -> None:
+    outcomes = [Outcome(f"implementation-{i}", "p", "passed") for i in range(3)]  # wide enough not to wrap titles
+    results = [Result("", "c", f"implementation-{i}", "metric-with-a-long-name", 1.0) for i in range(3)]
+    lines = _text(render_run(outcomes, results, [])).splitlines()
+    assert [line.strip() for line in lines if "fourbit" in line] == [
+        "fourbit: property verdicts",
+        "fourbit: recorded metrics",
+    ]
 
 
 def test_many_implementations_become_rows() -> None:
     outcomes = [Outcome(f"impl-{i}", prop, "passed") for i in range(9) for prop in ("exact_zero", "packing")]
-    console = Console(file=io.StringIO(), width=100)
-    console.print(render_run(outcomes, [], []))
-    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    lines = _text(render_run(outcomes, [], [])).splitlines()
     assert "implementation" in lines[2] and "exact zero" in lines[2] and "packing" in lines[2]
     assert sum(line.startswith("│ impl-") for line in lines) == 9
 
 
 def test_load_errors_are_not_read_as_markup() -> None:
-    console = Console(file=io.StringIO(), width=100)
-    console.print(render_run([], [], [("entry point bnb", "not installed: pip install 'fourbit-harness[bnb]'")]))
-    assert "fourbit-harness[bnb]" in console.file.getvalue()  # type: ignore[attr-defined]
+    text = _text(render_run([], [], [("entry point bnb", "not installed: pip install 'fourbit-harness[bnb]'")]))
+    assert "fourbit-harness[bnb]" in text

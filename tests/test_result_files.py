@@ -1,0 +1,266 @@
+"""Result files (``--fourbit-json``): the record layout, the round trip, clear errors; and the atomic writer
+shared with baselines: a killed or failing writer leaves the old file, and new files follow the umask."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import BaselineFormatError
+from harness.results import RESULTS_SCHEMA_VERSION, Result, load_results, save_results, write_json_atomically
+
+REPO = Path(__file__).resolve().parents[1]
+ENVIRONMENT = {"python": "3.11.9", "libraries": {"torch": "2.13.0"}, "git": {"commit": "abc123", "dirty": False}}
+
+RECORD_FIELDS = {
+    # the fields the result-file format promises (issue), then the ones the harness adds to explain a verdict
+    *("suite", "case", "implementation", "metric", "value", "unit", "kind", "direction"),
+    *("ci_low", "ci_high", "samples", "baseline", "verdict"),
+    *("tolerance", "data_hash", "statistic", "extra"),
+}
+
+# Every field set to something other than its default.
+FULL = Result(
+    suite="accuracy",
+    case="coqa-smollm2",
+    implementation="ref-nf4",
+    metric="coqa_f1",
+    value=0.625,
+    unit="F1",
+    kind="sampled",
+    direction="higher",
+    samples=(1.0, 0.5, 0.25, 0.75),
+    ci_low=0.375,
+    ci_high=0.875,
+    tolerance=0.02,
+    data_hash="sha256:0123",
+    baseline=0.75,
+    verdict="regressed",
+    statistic="mean 0.625 vs baseline 0.75: regressed",
+)
+
+
+# ------------------------------------------------------------------------------------------ result files
+
+
+def test_save_then_load_returns_every_field(tmp_path: Path) -> None:
+    timing = Result("kernels", "4096x4096", "bnb-nf4", "dequantize_ratio", 1.25, kind="timing", samples=(1.2, 1.3))
+    path = save_results(tmp_path / "results.json", [FULL, timing], ENVIRONMENT)
+    environment, results = load_results(path)
+    assert environment == ENVIRONMENT
+    assert results == [FULL, timing]
+
+
+def test_the_file_layout_is_exactly_the_documented_one(tmp_path: Path) -> None:
+    path = save_results(tmp_path / "results.json", [FULL], ENVIRONMENT)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert set(document) == {"schema_version", "environment", "results"}
+    assert document["schema_version"] == RESULTS_SCHEMA_VERSION
+    (record,) = document["results"]
+    assert set(record) == RECORD_FIELDS
+    assert record["samples"] == list(FULL.samples)
+    assert {name: record[name] for name in ("value", "baseline", "verdict", "kind")} == {
+        "value": FULL.value,
+        "baseline": FULL.baseline,
+        "verdict": FULL.verdict,
+        "kind": FULL.kind,
+    }
+
+
+def test_nan_is_written_as_a_string_and_read_back_as_nan(tmp_path: Path) -> None:
+    broken = Result("properties", "c", "zoo-x", "mse", math.nan, samples=(1.0, math.nan), baseline=math.nan)
+    path = save_results(tmp_path / "results.json", [broken], {})
+    text = path.read_text(encoding="utf-8")
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    (record,) = json.loads(text)["results"]
+    assert (record["value"], record["samples"], record["baseline"]) == ("nan", [1.0, "nan"], "nan")
+    (loaded,) = load_results(path)[1]
+    assert math.isnan(loaded.value) and math.isnan(loaded.samples[1]) and loaded.samples[0] == 1.0
+
+
+def test_infinity_survives_the_round_trip(tmp_path: Path) -> None:
+    lossless = Result("properties", "c", "fp32", "sqnr_db", math.inf, direction="higher", ci_high=math.inf)
+    (loaded,) = load_results(save_results(tmp_path / "results.json", [lossless], {}))[1]
+    assert (loaded.value, loaded.ci_high) == (math.inf, math.inf)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_corrupt_json_names_the_file_line_and_column(tmp_path: Path) -> None:
+    text = '{"schema_version": 1,\n "results": [\n  {"suite": }\n ]}\n'
+    with pytest.raises(json.JSONDecodeError) as decode:
+        json.loads(text)
+    path = _write_text(tmp_path / "corrupt.json", text)
+    with pytest.raises(BaselineFormatError) as excinfo:
+        load_results(path)
+    message = str(excinfo.value)
+    assert str(path) in message
+    assert f"line {decode.value.lineno}, column {decode.value.colno}" in message
+
+
+@pytest.mark.parametrize("version", [RESULTS_SCHEMA_VERSION - 1, RESULTS_SCHEMA_VERSION + 1, None])
+def test_another_schema_version_is_refused(tmp_path: Path, version: int | None) -> None:
+    document: dict[str, Any] = {"schema_version": version, "environment": {}, "results": []}
+    path = _write_text(tmp_path / "other.json", json.dumps(document))
+    with pytest.raises(BaselineFormatError) as excinfo:
+        load_results(path)
+    assert str(path) in str(excinfo.value)
+    assert f"schema_version={version!r}, expected {RESULTS_SCHEMA_VERSION}" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ([], "expected an object with a 'results' list"),
+        ({"schema_version": RESULTS_SCHEMA_VERSION, "results": {}}, "expected an object with a 'results' list"),
+        ({"schema_version": RESULTS_SCHEMA_VERSION, "results": [FULL.as_json(), {"suite": "s"}]}, "results[1]"),
+        ({"schema_version": RESULTS_SCHEMA_VERSION, "results": [FULL.as_json() | {"kind": "fast"}]}, "results[0]"),
+        ({"schema_version": RESULTS_SCHEMA_VERSION, "results": [FULL.as_json() | {"value": "x"}]}, "results[0]"),
+        ({"schema_version": RESULTS_SCHEMA_VERSION, "results": [7]}, "results[0]"),
+    ],
+    ids=["list", "results-object", "record-lacks-fields", "bad-kind", "bad-value", "record-not-object"],
+)
+def test_a_malformed_file_names_the_file_and_the_record(tmp_path: Path, document: Any, problem: str) -> None:
+    path = _write_text(tmp_path / "bad.json", json.dumps(document))
+    with pytest.raises(BaselineFormatError) as excinfo:
+        load_results(path)
+    assert str(path) in str(excinfo.value) and problem in str(excinfo.value)
+
+
+def test_a_missing_file_is_a_format_error(tmp_path: Path) -> None:
+    with pytest.raises(BaselineFormatError, match="no such file"):
+        load_results(tmp_path / "absent.json")
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+
+OLD = {"schema_version": 1, "metrics": {"old": 1}}
+
+# The writer under test, in a process of its own: os.fsync (which a durable writer calls on the temporary file
+# before renaming it into place) reports on stdout and then blocks, so the parent can kill the writer at
+# exactly that point. Nothing of the harness is patched.
+KILLED_WRITER = """
+import os
+import sys
+import time
+
+from harness.results import write_json_atomically
+
+
+def stalled_fsync(fd):
+    print("in fsync", flush=True)
+    time.sleep(600)
+
+
+os.fsync = stalled_fsync
+rows = [[index, index * 0.5, "padding to make the document large"] for index in range(300_000)]
+write_json_atomically(sys.argv[1], {"schema_version": 1, "metrics": {"new": rows}})
+print("finished", flush=True)
+"""
+
+
+def _temporaries(folder: Path, name: str) -> list[Path]:
+    return sorted(folder.glob(f".{name}.*.tmp"))
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
+    target = write_json_atomically(tmp_path / "cpu-x86_64.json", OLD)
+    old_bytes = target.read_bytes()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(target)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        line = writer.stdout.readline()
+        assert line == "in fsync\n", line + writer.communicate(timeout=60)[1]
+        (temporary,) = _temporaries(tmp_path, target.name)
+        assert temporary.stat().st_size > len(old_bytes)  # the new document is (being) written ...
+        assert target.read_bytes() == old_bytes  # ... beside the old file, not over it
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=60)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    assert target.read_bytes() == old_bytes
+    assert json.loads(target.read_text(encoding="utf-8")) == OLD
+    # what the killed writer left behind is a hidden .tmp file, which no reader of *.json picks up
+    assert [p.name for p in tmp_path.glob("*.json")] == [target.name]
+    assert all(p.name.startswith(".") and p.suffix == ".tmp" for p in tmp_path.iterdir() if p != target)
+
+
+@pytest.mark.parametrize("bad_value", [object(), math.nan, {1, 2}], ids=["object", "nan", "set"])
+def test_a_document_that_cannot_be_serialized_leaves_the_old_file(tmp_path: Path, bad_value: object) -> None:
+    target = write_json_atomically(tmp_path / "b.json", OLD)
+    old_bytes = target.read_bytes()
+    with pytest.raises((TypeError, ValueError)):
+        write_json_atomically(target, {"schema_version": 1, "metrics": {"bad": bad_value}})
+    assert target.read_bytes() == old_bytes
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_failure_after_the_temporary_file_exists_removes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = write_json_atomically(tmp_path / "b.json", OLD)
+    old_bytes = target.read_bytes()
+    seen: list[list[Path]] = []
+
+    def failing_fsync(fd: int) -> None:
+        seen.append(_temporaries(tmp_path, target.name))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomically(target, {"schema_version": 1, "metrics": {"new": 2}})
+    assert len(seen) == 1 and len(seen[0]) == 1  # the failure really came while the temporary file existed
+    assert target.read_bytes() == old_bytes
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.fixture
+def umask() -> Iterator[Any]:
+    """Set the process umask for one test (and put the old one back)."""
+    original = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(original)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_a_new_file_follows_the_umask(tmp_path: Path, umask: Any, mask: int) -> None:
+    umask(mask)
+    path = write_json_atomically(tmp_path / "new.json", OLD)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_rewriting_keeps_the_file_s_permissions(tmp_path: Path, umask: Any) -> None:
+    umask(0o022)
+    path = write_json_atomically(tmp_path / "b.json", OLD)
+    path.chmod(0o640)
+    write_json_atomically(path, {"schema_version": 1, "metrics": {}})
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_missing_folders_are_created_and_the_text_is_sorted(tmp_path: Path) -> None:
+    document = {"b": [3, 1], "a": {"z": 1, "y": None}}
+    path = write_json_atomically(tmp_path / "deep" / "er" / "r.json", document)
+    assert path.read_text(encoding="utf-8") == json.dumps(document, indent=2, sort_keys=True) + "\n"
