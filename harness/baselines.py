@@ -174,8 +174,8 @@ def _entry_from_json(path: Path, key: str, raw: object) -> BaselineEntry:
         samples=field_of("samples", numbers, ()),
         data_hash=field_of("data_hash", lambda v: None if v is None else text(v), None),
     )
-    if entry.kind not in ("exact", "timing", "sampled"):
-        raise _fail(path, f"metrics[{key!r}].kind={entry.kind!r}, expected exact, timing or sampled")
+    if entry.kind not in ("exact", "timing", "sampled", "info"):
+        raise _fail(path, f"metrics[{key!r}].kind={entry.kind!r}, expected exact, timing, sampled or info")
     if entry.direction not in ("higher", "lower"):
         raise _fail(path, f"metrics[{key!r}].direction={entry.direction!r}, expected higher or lower")
     if entry.key != key:
@@ -304,6 +304,13 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
     """``result`` with ``baseline``, ``verdict`` and ``statistic`` filled in by the rule of its kind."""
     from harness import stats
 
+    if result.kind == "info":
+        return replace(
+            result,
+            baseline=None if entry is None else entry.value,
+            verdict=None,
+            statistic="shown, never gated",
+        )
     if entry is None:
         return replace(result, verdict="new", statistic="no baseline for this metric")
     if entry.kind != result.kind or entry.direction != result.direction:
@@ -330,6 +337,11 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
         comparison = stats.compare_timing(
             result.samples, entry.value, entry.runs or (entry.value,), direction=direction, min_effect=min_effect
         )
+        if comparison.ambiguous:
+            extra = {**result.extra, "ambiguous": True}
+            return replace(
+                result, baseline=entry.value, verdict=comparison.verdict, statistic=comparison.statistic, extra=extra
+            )
     else:
         if result.data_hash != entry.data_hash or len(result.samples) != len(entry.samples) or not result.samples:
             return replace(

@@ -546,11 +546,7 @@ def _storage_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor])
         return f"storage keys {sorted(a)} vs {sorted(b)}"
     for key in a:
         ta, tb = a[key], b[key]
-        if (
-            ta.shape != tb.shape
-            or ta.dtype != tb.dtype
-            or not torch.equal(_as_bytes(ta), _as_bytes(tb))
-        ):
+        if ta.shape != tb.shape or ta.dtype != tb.dtype or not torch.equal(_as_bytes(ta), _as_bytes(tb)):
             return f"storage[{key!r}] differs"
     return None
 

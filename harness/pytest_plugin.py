@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from harness.report import Outcome
     from harness.results import Result
 
-__all__ = ["FourbitHookspecs", "UnavailableQuantizer", "pair_id"]
+__all__ = ["FourbitHookspecs", "Recorder", "UnavailableQuantizer", "pair_id"]
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 HYPOTHESIS_PROFILES = {"fourbit": 20, "fourbit-thorough": 400}
@@ -117,6 +117,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)",
     )
     group.addoption("--fourbit-plots", default=None, metavar="DIR", help="write PNG plots of the results into DIR")
+    group.addoption(
+        "--fourbit-full-kernels",
+        action="store_true",
+        default=False,
+        help="kernels suite: every shape and dtype (4096x11008, 11008x4096, bfloat16) and more rounds; slower",
+    )
     group.addoption(
         "--fourbit-no-known-failures",
         action="store_true",
@@ -491,38 +497,52 @@ class _SessionReporter:
         terminalreporter.write(buffer.getvalue())
 
 
-@pytest.fixture
-def record(request: pytest.FixtureRequest) -> Any:
-    """Record a metric of the current test's implementation: ``record(metric, value, unit=..., kind=...,
-    direction=..., case=...)``. Results appear in the run summary (and, later, in result files and baselines)."""
-    from harness.results import Result
+class Recorder:
+    """The ``record`` fixture: ``record(metric, value, *, case=None, unit=, kind=, direction=, samples=,
+    ci_low=, ci_high=, tolerance=, data_hash=, extra=)`` stores a metric of the current test's implementation,
+    compared with the baseline on the spot (a regression fails this test when it returns).
+    ``record.preview(...)`` compares without storing, for a test that re-measures an ambiguous timing once."""
 
-    state = request.config.stash[_STATE]
-    callspec = getattr(request.node, "callspec", None)
-    params = callspec.params if callspec is not None else {}
-    implementation = getattr(params.get("quantizer"), "name", None)
-    pair = params.get("quantizer_pair")
-    if isinstance(pair, tuple) and len(pair) == 2:
-        implementation = pair_id(pair[0].name, pair[1].name)
-    implementation = implementation if isinstance(implementation, str) else "-"
-    suite = request.node.path.parent.name
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        callspec = getattr(request.node, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        implementation = getattr(params.get("quantizer"), "name", None)
+        pair = params.get("quantizer_pair")
+        if isinstance(pair, tuple) and len(pair) == 2:
+            implementation = pair_id(pair[0].name, pair[1].name)
+        self.implementation = implementation if isinstance(implementation, str) else "-"
+        self.suite = request.node.path.parent.name
 
-    def _record(metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
+    def preview(self, metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
+        from harness.results import Result
+
+        config = self._request.config
         result = Result(
-            suite=suite,
-            case=case or request.node.name,
-            implementation=implementation,
+            suite=self.suite,
+            case=case or self._request.node.name,
+            implementation=self.implementation,
             metric=metric,
             value=value,
             **fields,
         )
-        if not request.config.getoption("update_baselines"):
-            from harness.baselines import apply_verdict
+        if config.getoption("update_baselines"):
+            return result
+        from harness.baselines import apply_verdict
 
-            result = apply_verdict(result, state.baseline)
+        return apply_verdict(result, config.stash[_STATE].baseline)
+
+    def __call__(self, metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
+        result = self.preview(metric, value, case=case, **fields)
+        state = self._request.config.stash[_STATE]
+        node = self._request.node
         state.results.append(result)
-        state.results_by_item.setdefault(request.node.nodeid, []).append(result)
-        request.node.user_properties.append((f"fourbit:{result.case}:{metric}", result.value))
+        state.results_by_item.setdefault(node.nodeid, []).append(result)
+        node.user_properties.append((f"fourbit:{result.case}:{metric}", result.value))
         return result
 
-    return _record
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Recorder:
+    """Record a metric of the current test's implementation (see :class:`Recorder`)."""
+    return Recorder(request)

@@ -27,11 +27,13 @@ __all__ = [
 RESULTS_SCHEMA_VERSION = 1
 """Version of the ``--json`` result file layout."""
 
-KINDS = ("exact", "timing", "sampled")
+KINDS = ("exact", "timing", "sampled", "info")
+"""exact: deterministic; timing: noisy, compared as interleaved ratios; sampled: accuracy over items;
+info: shown and stored, never gated (absolute GB/s, which drifts with the machine)."""
 DIRECTIONS = ("higher", "lower")
 VERDICTS = ("ok", "improved", "regressed", "new", "missing")
 
-Kind = Literal["exact", "timing", "sampled"]
+Kind = Literal["exact", "timing", "sampled", "info"]
 Direction = Literal["higher", "lower"]
 
 

@@ -25,9 +25,15 @@ itself keeps a private copy of each per QuantState (64 B + 1 KiB in memory) and 
 ``state_dict`` serializes them per weight (``quant_map``, ``nested_quant_map``), so bnb's real
 per-tensor footprint is that much larger than ``nbytes`` here.
 
-bitsandbytes is imported lazily; without it, :func:`bitsandbytes_quantizers` raises
-:class:`~harness.errors.PluginError` with the install hint, which the registry records as a
-load error for its source (the run goes on with the other implementations).
+bitsandbytes is imported lazily, so this module imports without it; :func:`bitsandbytes_quantizers`
+then raises :class:`~harness.errors.MissingDependency` naming the four implementations, which the
+registry turns into skips carrying the install hint. A bitsandbytes that is installed but fails to import
+is a :class:`~harness.errors.PluginError` (a broken install is reported, not skipped).
+
+``matmul`` and ``linear`` go through the library only: ``bitsandbytes.matmul_4bit`` with the rebuilt
+QuantState, and a real ``bitsandbytes.nn.Linear4bit`` quantized on the CPU. Every exception raised by a
+bitsandbytes call, in the returned module's ``forward`` too, comes back as
+:class:`~harness.errors.ImplementationError` naming the implementation and the call, with bnb's message.
 """
 
 from __future__ import annotations
@@ -38,13 +44,15 @@ from typing import Any
 import torch
 
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
-from harness.errors import ImplementationError, InvalidArgument, PluginError
+from harness.errors import ImplementationError, InvalidArgument, MissingDependency, PluginError
 from harness.packing import unpack_nibbles
 from harness.validation import check_weight
 
-__all__ = ["BNB_BLOCK_SIZES", "BNB_FORMATS", "BitsandbytesQuantizer", "bitsandbytes_quantizers"]
+__all__ = ["BNB_BLOCK_SIZES", "BNB_FORMATS", "BNB_NAMES", "BitsandbytesQuantizer", "bitsandbytes_quantizers"]
 
 BNB_FORMATS = ("nf4", "fp4")
+BNB_NAMES = ("bnb-nf4", "bnb-fp4", "bnb-nf4-dq", "bnb-fp4-dq")
+"""What :func:`bitsandbytes_quantizers` provides (and what a missing bitsandbytes makes unavailable)."""
 BNB_BLOCK_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 """The block sizes ``quantize_4bit`` accepts in bitsandbytes 0.50 (others: ValueError 'invalid blocksize')."""
 NESTED_BLOCK_SIZE = 256
@@ -53,13 +61,22 @@ INSTALL_HINT = "pip install 'fourbit-harness[bnb]'"
 
 
 def _import_bnb() -> tuple[ModuleType, ModuleType]:
-    """``(bitsandbytes, bitsandbytes.functional)``, or PluginError with the install hint."""
+    """``(bitsandbytes, bitsandbytes.functional)``; MissingDependency when bitsandbytes is not installed,
+    PluginError when it is installed but its import fails."""
     try:
         import bitsandbytes
         import bitsandbytes.functional as bnb_functional
+    except ModuleNotFoundError as exc:
+        if exc.name != "bitsandbytes":
+            raise PluginError(
+                "bitsandbytes", f"bitsandbytes is installed but importing it failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise MissingDependency(
+            source="bitsandbytes", names=BNB_NAMES, reason="bitsandbytes is not installed", hint=INSTALL_HINT
+        ) from exc
     except ImportError as exc:
         raise PluginError(
-            "bitsandbytes", f"bitsandbytes is not installed ({exc}); install it with: {INSTALL_HINT}"
+            "bitsandbytes", f"bitsandbytes is installed but importing it failed: {type(exc).__name__}: {exc}"
         ) from exc
     return bitsandbytes, bnb_functional
 
@@ -86,7 +103,9 @@ class BitsandbytesQuantizer:
             packing=PACKING_HIGH_FIRST,
         )
         # bnb's CPU quantize_4bit works in float32 whatever the input dtype.
-        self.capabilities = Capabilities(block_sizes=BNB_BLOCK_SIZES, has_matmul=True, compute_dtype=torch.float32)
+        self.capabilities = Capabilities(
+            block_sizes=BNB_BLOCK_SIZES, has_matmul=True, has_module=True, compute_dtype=torch.float32
+        )
         self._dynamic_map: torch.Tensor | None = None
 
     def __repr__(self) -> str:
@@ -194,8 +213,23 @@ class BitsandbytesQuantizer:
         return out
 
     def matmul(self, x: torch.Tensor, q: QuantizedTensor) -> torch.Tensor:
-        """``x @ W.T`` through ``bitsandbytes.matmul_4bit`` (W of shape [out_features, in_features])."""
+        """``x @ W.T`` through ``bitsandbytes.matmul_4bit`` (W of shape [out_features, in_features]).
+
+        ``x`` is ``[..., in_features]``, any number of rows (one row included). bnb would silently compute
+        ``x @ W`` when ``x``'s last dim matches W's first dim instead (its deprecated [K, N] layout), so the
+        shapes are checked here first.
+        """
         bitsandbytes, _ = _import_bnb()
+        if not isinstance(x, torch.Tensor):
+            raise InvalidArgument(f"x is a {type(x).__name__}, expected a torch.Tensor of shape [..., in_features]")
+        if len(q.shape) != 2:
+            raise InvalidArgument(
+                f"{self.name}: q.shape={tuple(q.shape)}, expected a 2-D weight [out_features, in_features] for matmul"
+            )
+        if x.dim() < 1 or x.shape[-1] != q.shape[1]:
+            raise InvalidArgument(
+                f"x.shape={tuple(x.shape)}, expected [..., {q.shape[1]}] (in_features of W shape {tuple(q.shape)})"
+            )
         state = self._state_from_storage(q)
         (packed,) = self._storage(q, "packed")
         try:
@@ -206,9 +240,105 @@ class BitsandbytesQuantizer:
             ) from exc
         return out
 
+    def linear(self, module: torch.nn.Linear) -> torch.nn.Module:
+        """A real ``bitsandbytes.nn.Linear4bit`` holding ``module``'s weight quantized on the CPU, and its bias.
+
+        Its quant_type, blocksize and compress_statistics are this adapter's, its compute dtype is the
+        module's weight dtype, so its stored bytes are what :meth:`quantize` returns for that weight.
+        bnb quantizes a ``Params4bit`` when it is first moved to a device; that move is done here, to
+        the CPU, so the module is ready and nothing is quantized later. Its ``forward`` is bnb's, with
+        any exception from it re-raised as ImplementationError (see :func:`_linear4bit_class`).
+        """
+        bitsandbytes, _ = _import_bnb()
+        if not isinstance(module, torch.nn.Linear):
+            raise InvalidArgument(f"module is a {type(module).__name__}, expected a torch.nn.Linear")
+        weight = module.weight.detach()
+        check_weight(weight, name="module.weight")
+        if weight.dtype not in self.capabilities.dtypes:
+            raise InvalidArgument(
+                f"module.weight.dtype={weight.dtype}, expected one of capabilities.dtypes={self.capabilities.dtypes}"
+            )
+        if weight.device.type not in self.capabilities.devices:
+            raise InvalidArgument(
+                f"module.weight.device={weight.device}, "
+                f"expected one of capabilities.devices={self.capabilities.devices}"
+            )
+        block_size, quant_type = self.spec.block_size, self.spec.format
+        operation = (
+            f"bitsandbytes.nn.Linear4bit({module.in_features}, {module.out_features}, bias={module.bias is not None}, "
+            f"compute_dtype={weight.dtype}, quant_type={quant_type!r}, blocksize={block_size}, "
+            f"compress_statistics={self.compress_statistics}) quantizing on .to('cpu')"
+        )
+        try:
+            layer = _linear4bit_class(bitsandbytes)(
+                module.in_features,
+                module.out_features,
+                bias=module.bias is not None,
+                compute_dtype=weight.dtype,
+                compress_statistics=self.compress_statistics,
+                quant_type=quant_type,
+                device="meta",  # no random init: the weight and bias are replaced below
+            )
+            layer.implementation = self.name
+            # Linear4bit takes no blocksize: it lives on the Params4bit; .to("cpu") runs quantize_4bit.
+            layer.weight = bitsandbytes.nn.Params4bit(
+                weight,
+                requires_grad=False,
+                blocksize=block_size,
+                compress_statistics=self.compress_statistics,
+                quant_type=quant_type,
+                module=layer,
+            ).to("cpu")
+            if module.bias is not None:
+                layer.bias = torch.nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
+        except Exception as exc:
+            raise self._library_error(operation, exc) from exc
+        return layer
+
+
+_LINEAR4BIT_CLASSES: dict[int, type] = {}
+
+
+def _linear4bit_class(bitsandbytes: ModuleType) -> type:
+    """A subclass of ``bitsandbytes.nn.Linear4bit`` (so still one, for isinstance checks in model code) whose
+    ``forward`` is bnb's, re-raising its exceptions as ImplementationError naming the implementation and the call.
+
+    Created on first use, because bitsandbytes is imported lazily; one per imported bitsandbytes module.
+    """
+    cached = _LINEAR4BIT_CLASSES.get(id(bitsandbytes))
+    if cached is not None:
+        return cached
+
+    class HarnessLinear4bit(bitsandbytes.nn.Linear4bit):  # type: ignore[name-defined]
+        """bitsandbytes' Linear4bit; exceptions from its forward name the implementation and keep bnb's message."""
+
+        implementation: str = "bitsandbytes"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # bnb 0.50.2's eval-mode kernel on AVX512-BF16 CPUs takes K from x and never checks it against
+            # the weight: a wrong width returns garbage (or reads past the weight) instead of raising.
+            if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.in_features:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise InvalidArgument(
+                    f"{self.implementation}: x.shape={shape}, expected [..., {self.in_features}] (in_features)"
+                )
+            try:
+                return super().forward(x)
+            except Exception as exc:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ImplementationError(
+                    self.implementation,
+                    f"bitsandbytes.nn.Linear4bit.forward(x shape={shape}, training={self.training})",
+                    exc,
+                ) from exc
+
+    _LINEAR4BIT_CLASSES[id(bitsandbytes)] = HarnessLinear4bit
+    return HarnessLinear4bit
+
 
 def bitsandbytes_quantizers() -> list[BitsandbytesQuantizer]:
-    """bnb-nf4, bnb-fp4, bnb-nf4-dq, bnb-fp4-dq at block 64; PluginError with the install hint without bnb."""
+    """bnb-nf4, bnb-fp4, bnb-nf4-dq, bnb-fp4-dq at block 64; MissingDependency (with the install hint)
+    when bitsandbytes is not installed."""
     _import_bnb()
     return [BitsandbytesQuantizer(fmt) for fmt in BNB_FORMATS] + [
         BitsandbytesQuantizer(fmt, double_quant=True) for fmt in BNB_FORMATS
