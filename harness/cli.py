@@ -83,6 +83,7 @@ def _list(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from harness.plugins import load_registry
     from harness.report import render_load_errors
@@ -101,6 +102,8 @@ def _list(args: argparse.Namespace) -> int:
         if caps.block_sizes:
             blocks += f" ({min(caps.block_sizes)}-{max(caps.block_sizes)})"
         table.add_row(impl.name, spec.format, blocks, spec.scale, dq, spec.packing or "-", dtypes, ops, impl.source)
+    for name, reason in registry.unavailable.items():
+        table.add_row(name, Text("unavailable: " + reason, style="yellow"), *([""] * 7))
     console = Console(width=max(Console().width, 150))
     console.print(table)
     if registry.errors:
