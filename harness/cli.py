@@ -102,10 +102,15 @@ def _list(args: argparse.Namespace) -> int:
         if caps.block_sizes:
             blocks += f" ({min(caps.block_sizes)}-{max(caps.block_sizes)})"
         table.add_row(impl.name, spec.format, blocks, spec.scale, dq, spec.packing or "-", dtypes, ops, impl.source)
-    for name, reason in registry.unavailable.items():
-        table.add_row(name, Text("unavailable: " + reason, style="yellow"), *([""] * 7))
     console = Console(width=max(Console().width, 150))
     console.print(table)
+    if registry.unavailable:
+        unavailable = Table(title="unavailable here (their tests skip with this reason)", title_style="yellow")
+        unavailable.add_column("name", style="bold")
+        unavailable.add_column("reason")
+        for name, reason in registry.unavailable.items():
+            unavailable.add_row(name, Text(reason))
+        console.print(unavailable)
     if registry.errors:
         console.print(render_load_errors([(e.source, e.error) for e in registry.errors]))
         return EXIT_FAILED
