@@ -35,6 +35,10 @@ _MAX_IMPLEMENTATION_COLUMNS = 8
 _STYLE = {"pass": "green", "FAIL": "bold red", "known": "magenta", "skip": "yellow", "-": "dim"}
 _VERDICT_STYLE = {"ok": "", "improved": "green", "regressed": "bold red", "new": "cyan", "missing": "yellow"}
 _T = TypeVar("_T")
+_SUMMARY_METRICS = {
+    "agreement": ("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff")
+}
+"""Suites that record many metrics per case show these in the terminal summary (files keep everything)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def render_metrics(results: Sequence[Result], title: str = "fourbit: recorded me
     table.add_column("case", no_wrap=True)
     for metric in metrics:
         unit = next((r.unit for r in results if r.metric == metric and r.unit), "")
-        table.add_column(f"{metric} ({unit})" if unit else metric, justify="right")
+        table.add_column(f"{metric} ({unit})" if unit else metric, justify="right", overflow="fold")
     for (impl, case), by_metric in rows.items():
         table.add_row(Text(impl), Text(case), *(_cell(by_metric[m]) if m in by_metric else Text("-") for m in metrics))
     return table
@@ -215,8 +219,18 @@ def render_run(
             title = f"{label}: verdicts" if suite else "fourbit: property verdicts"
             parts.append(render_verdicts(outcome_suites[suite], title=title))
         if suite in result_suites:
+            suite_results = result_suites[suite]
+            if suite == "agreement":
+                from harness.agreement import render_agreement_matrix
+
+                parts.extend(render_agreement_matrix(suite_results))
+            shown = _SUMMARY_METRICS.get(suite)
+            if shown is not None:  # a wide suite: the headline metrics, plus any metric that moved
+                suite_results = [
+                    r for r in suite_results if r.metric in shown or r.verdict in ("regressed", "improved")
+                ]
             title = f"{label}: metrics" if suite else "fourbit: recorded metrics"
-            parts.append(render_metrics(result_suites[suite], title=title))
+            parts.append(render_metrics(suite_results, title=title))
     counts = verdict_counts(results)
     if counts:
         line = Text("baseline: ")

@@ -1,0 +1,590 @@
+"""Agreement between two implementations of one format on the same input: codes, levels, outputs, bytes.
+
+Two correct implementations of a format may still choose different codes, but only for reasons the formats
+and the arithmetic explain, and :func:`compare_pair` measures each:
+
+* +0 and -0 codes (bitsandbytes' FP4) decode to the same value: *level* agreement counts them as equal,
+  raw *code* agreement does not. Levels are compared by their rank among the codebook's distinct values,
+  so codebooks that differ only by rounding (torchao's NF4 table has 4 decimals) still line up.
+* Where the levels differ, ``y = x / scale`` must lie within a few ulp of the compute dtype
+  (``properties._COMPUTE_ULPS``, the nearest-code tolerance) of a decision midpoint between them. Each
+  side's level is judged against its *own* codebook's midpoints (so values between the two tables'
+  midpoints are allowed) and against ``x / absmax`` or, under double quantization, ``x / its own stored
+  scale`` (so 8-bit scales may move the decision). Disagreements explained only by the table or only by
+  the stored scale are counted as such: measured facts, not failures.
+* Stored scales may differ by at most the two sides' double-quantization bounds (zero without it).
+* ``|x_hat1 - x_hat2|`` is bounded per element by the formats: where levels agree, the table difference
+  times the scale plus the largest level times the allowed scale difference; where they differ, each side
+  is off from ``x`` by at most half the widest gap of its grid times its scale, plus the same scale term.
+* Packed bytes (same declared nibble order) are equal exactly where both codes of the byte are.
+
+Everything here is a pure function of tensors (the suite runs the quantizers); :func:`render_agreement_matrix`
+turns recorded :class:`~harness.results.Result` records into rich tables, one per format.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+from rich.table import Table
+
+from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, QuantizedTensor, Quantizer
+from harness.packing import packed_size
+from harness.properties import (
+    _COMPUTE_ULPS,
+    _OUTPUT_ULPS,
+    NotApplicable,
+    _max_half_gap,
+    describe_element,
+    double_quant_bound,
+)
+from harness.quantizers.blockwise import absmax_per_block
+from harness.results import Result
+
+__all__ = [
+    "MIDPOINT_ULPS",
+    "LevelGrid",
+    "PairAgreement",
+    "check_comparable",
+    "compare_pair",
+    "distance_to_cell_ulps",
+    "level_grid",
+    "matmul_tolerance",
+    "render_agreement_matrix",
+    "ulp",
+]
+
+MIDPOINT_ULPS = _COMPUTE_ULPS
+"""How far (in compute-dtype ulps) from a decision midpoint two implementations may still disagree: the same
+allowance the nearest-code property gives one implementation (rounding of x / scale, of the midpoint, and of
+distance comparisons)."""
+
+_CHUNK_ELEMENTS = 1 << 20
+"""Elements per pass of the element-wise comparison: keeps the float64 temporaries in cache-sized pieces."""
+
+
+# ---------------------------------------------------------------------------------------------- grids and ulps
+
+
+def ulp(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The exact spacing of ``dtype`` at each |value| (float64): ``2**floor(log2|v|) * eps`` in the normal
+    range, the smallest subnormal below it. Used as the unit of "how far from a midpoint"."""
+    info = torch.finfo(dtype)
+    magnitude = values.detach().double().abs()
+    _, exponent = torch.frexp(magnitude)  # magnitude = mantissa * 2**exponent, mantissa in [0.5, 1)
+    spacing = torch.ldexp(torch.full_like(magnitude, info.eps), exponent - 1)
+    return torch.where(magnitude < info.smallest_normal, info.smallest_normal * info.eps, spacing)
+
+
+@dataclass(frozen=True)
+class LevelGrid:
+    """A codebook seen as decision cells.
+
+    ``levels``: its distinct values, sorted (+0 and -0 are one level, since they decode alike).
+    ``level_of_code``: the index into ``levels`` of each of the 16 codes.
+    ``cell_low``/``cell_high``: each level's cell, bounded by the midpoints to its neighbours (+-inf at the
+    ends): nearest rounding picks a level exactly when y lies in its cell.
+    ``edge_magnitude_low``/``_high``: the larger |level| beside each cell edge; the decision there compares
+    numbers of that size, so one ulp at that magnitude is the unit of distance from the edge.
+    """
+
+    levels: torch.Tensor
+    level_of_code: torch.Tensor
+    cell_low: torch.Tensor
+    cell_high: torch.Tensor
+    edge_magnitude_low: torch.Tensor
+    edge_magnitude_high: torch.Tensor
+
+    @property
+    def largest_magnitude(self) -> float:
+        return float(self.levels.abs().max())
+
+    def half_gap(self) -> float:
+        """The farthest any y in [-1, 1] lies from its nearest level: the rounding error bound per unit scale."""
+        return _max_half_gap(self.levels, -1.0, 1.0)
+
+
+def level_grid(codebook: Sequence[float]) -> LevelGrid:
+    """Decision cells of a codebook (16 values indexed by code)."""
+    values = [float(v) + 0.0 for v in codebook]  # + 0.0 turns -0.0 into +0.0: one zero level
+    distinct = sorted(set(values))
+    # float64 midpoints: exact for float32 levels
+    midpoints = [(low + high) / 2 for low, high in itertools.pairwise(distinct)]
+    magnitudes = [max(abs(low), abs(high)) for low, high in itertools.pairwise(distinct)]
+    return LevelGrid(
+        levels=_float64(distinct),
+        level_of_code=torch.tensor([distinct.index(v) for v in values], dtype=torch.int64),
+        cell_low=_float64([-math.inf, *midpoints]),
+        cell_high=_float64([*midpoints, math.inf]),
+        edge_magnitude_low=_float64([1.0, *magnitudes]),  # the outer edges are never crossed: any unit will do
+        edge_magnitude_high=_float64([*magnitudes, 1.0]),
+    )
+
+
+def _float64(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def distance_to_cell_ulps(
+    y: torch.Tensor, chosen_level: torch.Tensor, grid: LevelGrid, compute_dtype: torch.dtype
+) -> torch.Tensor:
+    """How far each y lies outside the decision cell of its chosen level, in ulps of ``compute_dtype`` at the
+    crossed edge (0 inside the cell, +inf for an infinite y outside it). A correct nearest-rounding choice is
+    at most :data:`MIDPOINT_ULPS` away."""
+    low, high = grid.cell_low[chosen_level], grid.cell_high[chosen_level]
+    below = (low - y) / ulp(grid.edge_magnitude_low[chosen_level], compute_dtype)
+    above = (y - high) / ulp(grid.edge_magnitude_high[chosen_level], compute_dtype)
+    zero = torch.zeros_like(y)
+    return torch.where(y < low, below, torch.where(y > high, above, zero))
+
+
+def _coarser(first: torch.dtype, second: torch.dtype) -> torch.dtype:
+    return first if torch.finfo(first).eps >= torch.finfo(second).eps else second
+
+
+def _normalized(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale in float64 (exact to float64 rounding); 0 / 0 -> 0 (an all-zero block), x / 0 -> +-inf."""
+    return torch.nan_to_num(x / scale, nan=0.0, posinf=math.inf, neginf=-math.inf)
+
+
+# ---------------------------------------------------------------------------------------------- the comparison
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    """What :func:`compare_pair` measured for one pair on one input; ``violations()`` says what failed.
+
+    Counts are elements unless named otherwise. ``level_disagreements`` split into ``at_midpoint`` (within
+    :data:`MIDPOINT_ULPS` of a midpoint of the first side's table, under x / absmax), ``explained_by_codebook``
+    (only within the allowance of each side's own table), ``explained_by_scale`` (only under a side's own
+    stored scale), ``in_dead_blocks`` (a stored scale of 0 decodes the block to zeros whatever its codes)
+    and ``off_midpoint`` (none of these: a failure).
+    """
+
+    first: str
+    second: str
+    numel: int
+    code_agreement: float
+    level_agreement: float
+    code_disagreements: int
+    level_disagreements: int
+    at_midpoint: int
+    explained_by_codebook: int
+    explained_by_scale: int
+    in_dead_blocks: int
+    off_midpoint: int
+    max_midpoint_distance_ulps: float
+    codebook_max_diff: float
+    scale_max_rel_diff: float
+    scales_beyond_bound: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    diffs_beyond_bound: int
+    packed_agreement: float | None
+    packed_mismatches: int
+    details: tuple[str, ...] = ()
+
+    def violations(self) -> list[str]:
+        """One message per broken expectation (empty when the pair agrees as the formats allow)."""
+        return list(self.details)
+
+
+@dataclass(frozen=True)
+class _Side:
+    name: str
+    grid: LevelGrid
+    codes: torch.Tensor  # flat uint8
+    scales: torch.Tensor  # float64 per block, as reported
+    scale_bound: torch.Tensor  # float64 per block: the allowed |scale - absmax|
+    double_quantized: bool  # codes may then be chosen against the stored scale
+    xhat: torch.Tensor  # flat, in the implementation's output dtype
+    compute_dtype: torch.dtype
+    packing: str | None
+    packed: torch.Tensor | None
+
+
+def _side(
+    quantizer: Quantizer, q: QuantizedTensor, xhat: torch.Tensor, true_scales: torch.Tensor, input_dtype: torch.dtype
+) -> _Side:
+    spec = quantizer.spec
+    assert spec.codebook is not None  # check_comparable ran first
+    if q.codes is None or q.scales is None:
+        raise NotApplicable(f"{quantizer.name} reports no codes or scales (black box); agreement needs both")
+    if q.offsets is not None:
+        raise NotApplicable(f"{quantizer.name} reports offsets: agreement covers offset-free absmax formats")
+    packed = q.storage.get("packed")
+    return _Side(
+        name=quantizer.name,
+        grid=level_grid(spec.codebook),
+        codes=q.codes.reshape(-1),
+        scales=q.scales.reshape(-1).double(),
+        scale_bound=double_quant_bound(spec, true_scales),
+        double_quantized=spec.double_quant is not None,
+        xhat=xhat.reshape(-1),
+        compute_dtype=quantizer.capabilities.compute_dtype_for(input_dtype),
+        packing=spec.packing,
+        packed=packed if isinstance(packed, torch.Tensor) and packed.dtype == torch.uint8 else None,
+    )
+
+
+def _codebook_difference(first: str, first_grid: LevelGrid, second: str, second_grid: LevelGrid) -> float:
+    """max |difference| between the two grids' sorted levels; NotApplicable when they are not one grid."""
+    a, b = first_grid.levels, second_grid.levels
+    if a.numel() != b.numel():
+        raise NotApplicable(
+            f"{first} has {a.numel()} distinct levels, {second} {b.numel()}: not the same grid, so "
+            "levels cannot be paired (the codebook property judges each table)"
+        )
+    difference = float((a - b).abs().max())
+    narrowest = float(torch.cat([a.diff(), b.diff()]).min())
+    if difference >= narrowest / 2:
+        raise NotApplicable(
+            f"the tables of {first} and {second} differ by {difference:.6g}, at least half their "
+            f"narrowest gap ({narrowest:.6g}): levels of equal rank are not the same level"
+        )
+    return difference
+
+
+def _output_differences(
+    first: torch.Tensor, second: torch.Tensor, block_size: int, excluded: torch.Tensor
+) -> tuple[torch.Tensor, float, float]:
+    """Per block, the largest |first - second| over elements not in ``excluded`` (sorted flat indices); and the
+    max and the sum of |first - second| over all elements. Differences are taken in float64 (exact for float32
+    and 16-bit outputs of similar size), a cache-sized chunk of whole blocks at a time into reused buffers."""
+    numel = first.numel()
+    block_max = torch.zeros(-(-numel // block_size), dtype=torch.float64)
+    chunk = max(_CHUNK_ELEMENTS // block_size, 1) * block_size
+    buffer = torch.empty(min(chunk, numel), dtype=torch.float64)
+    other = torch.empty(min(chunk, numel), dtype=torch.float64)
+    diff_max, diff_sum = 0.0, 0.0
+    for start in range(0, numel, chunk):
+        stop = min(start + chunk, numel)
+        diff = buffer[: stop - start].copy_(first[start:stop])
+        diff.sub_(other[: stop - start].copy_(second[start:stop])).abs_()
+        diff_max = max(diff_max, float(diff.max()))
+        diff_sum += float(diff.sum())
+        low, high = (int(i) for i in torch.searchsorted(excluded, torch.tensor([start, stop])))
+        if high > low:
+            diff.index_fill_(0, excluded[low:high] - start, 0.0)
+        full = (stop - start) - (stop - start) % block_size
+        first_block = start // block_size
+        if full:
+            block_max[first_block : first_block + full // block_size] = diff[:full].view(-1, block_size).amax(dim=1)
+        if full < stop - start:
+            block_max[-1] = diff[full:].amax()
+    return block_max, diff_max, diff_sum
+
+
+def check_comparable(first: Quantizer, second: Quantizer) -> None:
+    """Raise NotApplicable unless the two specs allow the comparison: absmax scales, a declared codebook each,
+    one block size, and tables that are one grid (same number of distinct levels, apart by less than half the
+    narrowest gap). Cheap: the suite calls it before quantizing anything."""
+    for quantizer in (first, second):
+        if quantizer.spec.codebook is None:
+            raise NotApplicable(f"{quantizer.name} declares no codebook; agreement of levels needs one")
+        if quantizer.spec.scale != SCALE_ABSMAX:
+            raise NotApplicable(
+                f"{quantizer.name} has scale kind {quantizer.spec.scale!r}: agreement is judged on y = x / absmax, "
+                "which only 'absmax' formats define"
+            )
+    if first.spec.block_size != second.spec.block_size:
+        raise NotApplicable(
+            f"block sizes differ ({first.name}: {first.spec.block_size}, {second.name}: {second.spec.block_size})"
+        )
+    assert first.spec.codebook is not None and second.spec.codebook is not None  # checked above, for mypy
+    _codebook_difference(first.name, level_grid(first.spec.codebook), second.name, level_grid(second.spec.codebook))
+
+
+def compare_pair(
+    x: torch.Tensor,
+    first: Quantizer,
+    q_first: QuantizedTensor,
+    xhat_first: torch.Tensor,
+    second: Quantizer,
+    q_second: QuantizedTensor,
+    xhat_second: torch.Tensor,
+) -> PairAgreement:
+    """Compare two implementations' quantizations of the same ``x`` (same block size): see the module docstring.
+
+    Raises NotApplicable (the suite skips with its reason) for black boxes, non-absmax scale kinds, offsets,
+    different block sizes, or tables that are not the same grid.
+    """
+    check_comparable(first, second)
+    block_size = first.spec.block_size
+    flat = x.detach().reshape(-1)
+    numel = flat.numel()
+    true_scales = absmax_per_block(flat.float(), block_size).double()  # exact: float32 holds every 16-bit value
+    a = _side(first, q_first, xhat_first, true_scales, x.dtype)
+    b = _side(second, q_second, xhat_second, true_scales, x.dtype)
+    codebook_diff = _codebook_difference(a.name, a.grid, b.name, b.grid)
+    allowed_scale_diff = a.scale_bound + b.scale_bound
+    details: list[str] = []
+
+    # Scales: within the two double-quantization bounds of each other (equal without double quantization).
+    scale_diff = (a.scales - b.scales).abs()
+    live_true = true_scales > 0
+    scale_max_rel_diff = float((scale_diff[live_true] / true_scales[live_true]).max()) if live_true.any() else 0.0
+    scale_excess = scale_diff - allowed_scale_diff
+    scales_beyond = int((scale_excess > 0).sum())
+    if scales_beyond:
+        block = int(scale_excess.argmax())
+        details.append(
+            f"{scales_beyond} block scales differ by more than the double-quantization bounds allow, worst block "
+            f"{block} (elements {block * block_size}..): {a.name} {float(a.scales[block])!r}, {b.name} "
+            f"{float(b.scales[block])!r}, max|x| {float(true_scales[block])!r}, allowed difference "
+            f"{float(allowed_scale_diff[block]):.6g}"
+        )
+
+    # Codes and levels: with one code -> level map, levels can differ only where codes do.
+    code_mismatch = a.codes != b.codes
+    code_differ = code_mismatch.nonzero().squeeze(1)
+    if torch.equal(a.grid.level_of_code, b.grid.level_of_code):
+        suspects = code_differ
+    else:  # tables that order their levels differently: an equal code may be a different level
+        codes = a.codes.long()
+        suspects = (code_mismatch | (a.grid.level_of_code[codes] != b.grid.level_of_code[codes])).nonzero().squeeze(1)
+    level_a = a.grid.level_of_code[a.codes[suspects].long()]
+    level_b = b.grid.level_of_code[b.codes[suspects].long()]
+    level_differ = level_a != level_b
+    where, chosen_a, chosen_b = suspects[level_differ], level_a[level_differ], level_b[level_differ]
+    blocks = where // block_size
+
+    # Outputs: per-block bounds where levels agree, per-element ones where they differ.
+    eps = torch.finfo(_coarser(a.compute_dtype, b.compute_dtype)).eps
+    half_gap = max(a.grid.half_gap(), b.grid.half_gap())
+    largest_level = max(a.grid.largest_magnitude, b.grid.largest_magnitude)
+    # |x_hat| <= largest level * scale, rounded to float32 and to its own dtype: eps * that bounds each rounding
+    rounding = _OUTPUT_ULPS * largest_level * (
+        a.scales * (torch.finfo(a.xhat.dtype).eps + torch.finfo(torch.float32).eps)
+        + b.scales * (torch.finfo(b.xhat.dtype).eps + torch.finfo(torch.float32).eps)
+    ) + 2 * (torch.finfo(a.xhat.dtype).smallest_normal + torch.finfo(b.xhat.dtype).smallest_normal)
+    agree_bound = codebook_diff * torch.maximum(a.scales, b.scales) + largest_level * allowed_scale_diff + rounding
+    # a level chosen within MIDPOINT_ULPS of a midpoint may be that much more than half a gap away from x
+    differ_bound = (
+        (half_gap + MIDPOINT_ULPS * eps * largest_level)
+        * (torch.maximum(true_scales, a.scales) + torch.maximum(true_scales, b.scales))
+        + largest_level * allowed_scale_diff
+        + rounding
+    )
+    block_max, diff_max, diff_sum = _output_differences(a.xhat, b.xhat, block_size, where)
+    beyond_blocks = (block_max > agree_bound).nonzero().squeeze(1)
+    differ_diff = (a.xhat[where].double() - b.xhat[where].double()).abs()
+    differ_excess = differ_diff - differ_bound[blocks]
+    candidates = [(differ_excess, where)]
+    if beyond_blocks.numel():  # only when failing: element by element inside the offending blocks
+        inside = (beyond_blocks[:, None] * block_size + torch.arange(block_size)).reshape(-1)
+        inside = inside[inside < numel]
+        inside = inside[~torch.isin(inside, where)]
+        inside_excess = (a.xhat[inside].double() - b.xhat[inside].double()).abs() - agree_bound[inside // block_size]
+        candidates.append((inside_excess, inside))
+    excess = torch.cat([c[0] for c in candidates])
+    positions = torch.cat([c[1] for c in candidates])
+    diffs_beyond = int((excess > 0).sum())
+    if diffs_beyond:
+        i = int(positions[int(excess.argmax())])
+        details.append(
+            f"{diffs_beyond} elements have |x_hat1 - x_hat2| beyond what the formats allow, worst "
+            f"{describe_element(x, i)}: {a.name} -> {float(a.xhat[i])!r} (code {int(a.codes[i])}), {b.name} -> "
+            f"{float(b.xhat[i])!r} (code {int(b.codes[i])}), excess {float(excess.max()):.6g}"
+        )
+
+    # Where the levels differ: distance of y from each side's decision cell, under the candidate scales.
+    values = flat[where].double()
+    y_true = _normalized(values, true_scales[blocks])
+    y_a, y_b = _normalized(values, a.scales[blocks]), _normalized(values, b.scales[blocks])
+    a_true = distance_to_cell_ulps(y_true, chosen_a, a.grid, a.compute_dtype)
+    b_true = distance_to_cell_ulps(y_true, chosen_b, b.grid, b.compute_dtype)
+    # a stored scale is a candidate only under double quantization (otherwise it must be the absmax itself)
+    a_stored = distance_to_cell_ulps(y_a, chosen_a, a.grid, a.compute_dtype) if a.double_quantized else a_true
+    b_stored = distance_to_cell_ulps(y_b, chosen_b, b.grid, b.compute_dtype) if b.double_quantized else b_true
+    # one common table (the first side's) and x / absmax: a plain disagreement at a midpoint
+    common = torch.maximum(a_true, distance_to_cell_ulps(y_true, chosen_b, a.grid, b.compute_dtype))
+    # each side's own table, x / absmax
+    own_tables = torch.maximum(a_true, b_true)
+    # each side's own table, x / absmax or x / its own stored scale
+    explained = torch.maximum(torch.minimum(a_true, a_stored), torch.minimum(b_true, b_stored))
+    dead = ((a.scales == 0) | (b.scales == 0))[blocks]
+    within = MIDPOINT_ULPS
+    at_midpoint = ~dead & (common <= within)
+    by_codebook = ~dead & ~at_midpoint & (own_tables <= within)
+    by_scale = ~dead & ~at_midpoint & ~by_codebook & (explained <= within)
+    off = ~dead & (explained > within)
+    live_distances = explained[~dead]
+    if bool(off.any()):
+        worst = int(torch.where(off, explained, torch.full_like(explained, -math.inf)).argmax())
+        i = int(where[worst])
+        details.append(
+            f"{int(off.sum())} level disagreements lie farther than {within} ulp from any decision midpoint, "
+            f"worst {describe_element(x, i)}: x / max|x| = {float(y_true[worst])!r}, {a.name} chose level "
+            f"{float(a.grid.levels[chosen_a[worst]])!r} (code {int(a.codes[i])}, stored scale "
+            f"{float(a.scales[blocks[worst]])!r}), {b.name} chose {float(b.grid.levels[chosen_b[worst]])!r} "
+            f"(code {int(b.codes[i])}, stored scale {float(b.scales[blocks[worst]])!r}); "
+            f"{float(explained[worst]):.4g} ulp from the nearest allowed decision"
+        )
+
+    packed_agreement, packed_mismatches = _compare_packed(a, b, numel, code_differ, details)
+    return PairAgreement(
+        first=a.name,
+        second=b.name,
+        numel=numel,
+        code_agreement=1 - code_differ.numel() / numel,
+        level_agreement=1 - where.numel() / numel,
+        code_disagreements=code_differ.numel(),
+        level_disagreements=where.numel(),
+        at_midpoint=int(at_midpoint.sum()),
+        explained_by_codebook=int(by_codebook.sum()),
+        explained_by_scale=int(by_scale.sum()),
+        in_dead_blocks=int(dead.sum()),
+        off_midpoint=int(off.sum()),
+        max_midpoint_distance_ulps=float(live_distances.max()) if live_distances.numel() else 0.0,
+        codebook_max_diff=codebook_diff,
+        scale_max_rel_diff=scale_max_rel_diff,
+        scales_beyond_bound=scales_beyond,
+        max_abs_diff=diff_max,
+        mean_abs_diff=diff_sum / numel,
+        diffs_beyond_bound=diffs_beyond,
+        packed_agreement=packed_agreement,
+        packed_mismatches=packed_mismatches,
+        details=tuple(details),
+    )
+
+
+def _compare_packed(
+    a: _Side, b: _Side, numel: int, code_differ: torch.Tensor, details: list[str]
+) -> tuple[float | None, int]:
+    """Fraction of equal packed bytes (None when the two do not both store ``packed`` in one declared order),
+    and how many bytes break "equal bytes exactly where both of their codes are equal".
+
+    With an odd element count the last byte's second nibble is padding: only its first nibble is compared.
+    """
+    if a.packing is None or a.packing != b.packing or a.packed is None or b.packed is None:
+        return None, 0
+    size = packed_size(numel)
+    if a.packed.numel() != size or b.packed.numel() != size:
+        return None, 0  # a malformed packed tensor is the packing property's failure, not a pair's
+    bytes_a, bytes_b = a.packed.reshape(-1), b.packed.reshape(-1)
+    codes_equal = torch.ones(size, dtype=torch.bool)
+    codes_equal[code_differ // 2] = False
+    bytes_equal = bytes_a == bytes_b
+    if numel % 2:
+        significant = 0xF0 if a.packing == PACKING_HIGH_FIRST else 0x0F
+        bytes_equal[-1] = bool((bytes_a[-1] & significant) == (bytes_b[-1] & significant))
+    mismatched = (bytes_equal != codes_equal).nonzero().squeeze(1)
+    if mismatched.numel():
+        i = int(mismatched[0])
+        details.append(
+            f"{mismatched.numel()} packed bytes break 'equal bytes exactly where codes are equal', first byte {i}: "
+            f"{a.name} 0x{int(bytes_a[i]):02x}, {b.name} 0x{int(bytes_b[i]):02x}, codes "
+            f"{a.codes[2 * i : 2 * i + 2].tolist()} vs {b.codes[2 * i : 2 * i + 2].tolist()}"
+        )
+    return float(bytes_equal.double().mean()), int(mismatched.numel())
+
+
+# ---------------------------------------------------------------------------------------------- matmul
+
+
+def matmul_tolerance(
+    x: torch.Tensor, weight: torch.Tensor, expected: torch.Tensor, actual: torch.Tensor
+) -> torch.Tensor:
+    """Largest |actual - expected| per output element of ``x @ weight.T`` that two correct kernels may show,
+    given that both multiply x by the same weights.
+
+    Each sums K = ``x.shape[-1]`` products. In any order, with unit roundoff u, the computed sum is within
+    gamma_K * sum_k |x_k w_k| of the exact one, gamma_K = K u / (1 - K u) (Higham, Accuracy and Stability of
+    Numerical Algorithms, 3.1; product roundings included); either side may err, so twice that. The
+    accumulator is taken to be float32 (float64 for float64 inputs): what PyTorch and bitsandbytes use for
+    16-bit inputs. A kernel that accumulates in bfloat16 exceeds this, as it should: its error grows with K at
+    bfloat16's precision. Each side then rounds its sum to x's dtype once, off by at most
+    u_out |result| / (1 - u_out).
+    """
+    dtype = x.dtype
+    accumulate = torch.float64 if dtype == torch.float64 else torch.float32
+    reduction = x.shape[-1]
+    unit = torch.finfo(accumulate).eps / 2
+    gamma = reduction * unit / (1 - reduction * unit)
+    unit_out = torch.finfo(dtype).eps / 2
+    magnitude = x.double().abs() @ weight.double().abs().T
+    outputs = expected.double().abs() + actual.double().abs()
+    smallest_subnormal = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+    return magnitude * 2 * gamma + outputs * unit_out / (1 - unit_out) + 2 * smallest_subnormal
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def _rate_text(rate: float | None) -> str:
+    """A rate as a percentage that never rounds a disagreement away (floored to 5 decimals)."""
+    if rate is None:
+        return "n/a"
+    if rate == 1:
+        return "100%"
+    hundred_thousandths = math.floor(Fraction(rate) * 10**7)  # exact: no float rounding up to the next digit
+    return f"{hundred_thousandths // 10**5}.{hundred_thousandths % 10**5:05d}%"
+
+
+def render_agreement_matrix(results: Sequence[Result], title: str = "fourbit") -> list[Table]:
+    """One table per group of implementations compared with each other (one format): implementations as rows
+    and columns, each cell the pair's level agreement (top) and code agreement (bottom), the lowest over the
+    recorded cases; the diagonal is "-", a pair without results "n/a"."""
+    worst: dict[tuple[str, str], dict[str, float]] = {}
+    cases: dict[tuple[str, str], set[str]] = {}
+    formats: dict[tuple[str, str], str] = {}
+    order: list[str] = []
+    for result in results:
+        if result.metric not in ("level_agreement", "code_agreement") or result.implementation.count("~") != 1:
+            continue
+        first, second = result.implementation.split("~")
+        pair = (first, second)
+        for name in pair:
+            if name not in order:
+                order.append(name)
+        by_metric = worst.setdefault(pair, {})
+        by_metric[result.metric] = min(by_metric.get(result.metric, math.inf), result.value)
+        cases.setdefault(pair, set()).add(result.case)
+        if isinstance(result.extra.get("format"), str):
+            formats[pair] = result.extra["format"]
+    tables = []
+    for group in _connected(order, list(worst)):
+        pairs = [pair for pair in worst if pair[0] in group]
+        case_names = sorted(set().union(*(cases[pair] for pair in pairs)))
+        label = "/".join(sorted({formats[pair] for pair in pairs if pair in formats})) or group[0]
+        scope = f"case {case_names[0]}" if len(case_names) == 1 else f"lowest of {len(case_names)} cases"
+        heading = f"{title}: {label} agreement"
+        caption = f"cell: level / code agreement, {scope}"
+        table = Table(title=heading, caption=caption, min_width=max(len(heading), len(caption)) + 4)
+        table.add_column("", style="bold", no_wrap=True)
+        for name in group:
+            table.add_column(name, justify="right", no_wrap=True)
+        for row in group:
+            cells = []
+            for column in group:
+                rates = worst.get((row, column)) or worst.get((column, row))
+                if row == column:
+                    cells.append("-")
+                elif rates is None:
+                    cells.append("n/a")
+                else:
+                    level, code = rates.get("level_agreement"), rates.get("code_agreement")
+                    cells.append(f"{_rate_text(level)}\n{_rate_text(code)}")
+            table.add_row(row, *cells)
+        tables.append(table)
+    return tables
+
+
+def _connected(names: list[str], pairs: list[tuple[str, str]]) -> list[list[str]]:
+    """Groups of names linked by pairs, each in first-appearance order, groups in order of their first name."""
+    group_of = {name: index for index, name in enumerate(names)}
+    for first, second in pairs:
+        keep, drop = sorted((group_of[first], group_of[second]))
+        for name, group in group_of.items():
+            if group == drop:
+                group_of[name] = keep
+    groups: dict[int, list[str]] = {}
+    for name in names:
+        groups.setdefault(group_of[name], []).append(name)
+    return list(groups.values())
