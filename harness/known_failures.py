@@ -14,6 +14,7 @@ Format::
     tests = ["test_exact_zero[*]"]                 # patterns on test names with their [params]; brackets are literal
     library = "bitsandbytes==0.50.2"               # distribution==version the failure was seen with
     reason = "what the library does wrong, with its measured size"
+    max_numel = 2                                  # optional: see KnownFailure.max_numel
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 
-__all__ = ["FILE_NAME", "KnownFailure", "load_known_failures", "match_known_failure"]
+__all__ = ["FILE_NAME", "KnownFailure", "input_exclusions_for", "load_known_failures", "match_known_failure"]
 
 FILE_NAME = "known_failures.toml"
 
@@ -41,6 +42,10 @@ class KnownFailure:
     library: str
     reason: str
     source: str
+    max_numel: int | None = None
+    """If set, the bug hits every input of at most this many elements: the matching implementations' other
+    property tests leave such inputs out (so the bug does not hide everything else) and ``tests`` names the
+    test that shows it."""
 
     @property
     def distribution(self) -> str:
@@ -102,6 +107,9 @@ def load_known_failures(path: str | Path) -> list[KnownFailure]:
             )
         if not isinstance(reason, str) or not reason.strip():
             raise UsageError(f"{path}: known_failure #{index + 1}: reason={reason!r}, expected a sentence")
+        max_numel = entry.get("max_numel")
+        if max_numel is not None and (not isinstance(max_numel, int) or isinstance(max_numel, bool) or max_numel < 1):
+            raise UsageError(f"{path}: known_failure #{index + 1}: max_numel={max_numel!r}, expected an integer >= 1")
         known.append(
             KnownFailure(
                 implementations=_strings(path, index, entry, "implementations"),
@@ -109,9 +117,22 @@ def load_known_failures(path: str | Path) -> list[KnownFailure]:
                 library=library,
                 reason=reason.strip(),
                 source=f"{path}#{index + 1}",
+                max_numel=max_numel,
             )
         )
     return known
+
+
+def input_exclusions_for(known: list[KnownFailure], implementation: str, test_name: str) -> list[KnownFailure]:
+    """Entries with ``max_numel`` that apply to this implementation, for every test but the ones showing them."""
+    return [
+        k
+        for k in known
+        if k.max_numel is not None
+        and any(_wildcard(p).fullmatch(implementation) for p in k.implementations)
+        and not any(_wildcard(p).fullmatch(test_name) for p in k.tests)
+        and k.applies()
+    ]
 
 
 def match_known_failure(known: list[KnownFailure], implementation: str, test_name: str) -> KnownFailure | None:

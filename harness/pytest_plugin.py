@@ -50,6 +50,7 @@ class _RunState:
     known_failures: dict[Path, list[KnownFailure]] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     deselected: bool = False
+    input_exclusions: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -364,11 +365,26 @@ def _known_failures_for(config: pytest.Config, path: Path) -> list[KnownFailure]
 def _mark_known_failure(config: pytest.Config, item: pytest.Item, implementation: str) -> None:
     if config.getoption("fourbit_no_known_failures"):
         return
-    from harness.known_failures import match_known_failure
+    from harness.known_failures import input_exclusions_for, match_known_failure
+    from harness.trials import InputExclusion
 
-    known = match_known_failure(_known_failures_for(config, Path(item.path)), implementation, item.name)
+    entries = _known_failures_for(config, Path(item.path))
+    known = match_known_failure(entries, implementation, item.name)
     if known is not None:
         item.add_marker(pytest.mark.xfail(reason=f"known {known.library} bug: {known.reason}", strict=True))
+    exclusions = input_exclusions_for(entries, implementation, item.name)
+    if exclusions:
+        state = config.stash[_STATE]
+        state.input_exclusions[item.nodeid] = tuple(
+            InputExclusion(k.max_numel or 0, f"{k.library}: {k.reason}") for k in exclusions
+        )
+        for k in exclusions:
+            note = (
+                f"{implementation}: inputs of <= {k.max_numel} elements left out of its other properties "
+                f"(known {k.library} bug, shown by {', '.join(k.tests)})"
+            )
+            if note not in state.messages:
+                state.messages.append(note)
 
 
 class _SessionReporter:
@@ -419,8 +435,18 @@ class _SessionReporter:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Any:
         """A metric that regressed (or, under --fourbit-strict, has no baseline) fails the test that recorded it."""
-        result = yield
         state = self.config.stash[_STATE]
+        exclusions = state.input_exclusions.get(item.nodeid)
+        if exclusions:
+            from harness.trials import input_exclusions
+
+            token = input_exclusions.set(exclusions)
+            try:
+                result = yield
+            finally:
+                input_exclusions.reset(token)
+        else:
+            result = yield
         strict = self.config.getoption("fourbit_strict")
         bad = [
             r

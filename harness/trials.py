@@ -8,7 +8,9 @@ whole test into a skip with the check's reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import pytest
@@ -18,7 +20,7 @@ from harness.api import QuantizedTensor, Quantizer
 from harness.inputs import InputRecipe, edge_cases, input_recipes
 from harness.properties import NotApplicable, PropertyViolation, check_output_contract, run_dequantize, run_quantize
 
-__all__ = ["Trial", "cached_trial", "for_each_input", "run_trial"]
+__all__ = ["InputExclusion", "Trial", "cached_trial", "for_each_input", "input_exclusions", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,26 @@ def run_trial(quantizer: Quantizer, recipe: InputRecipe, dtype: torch.dtype) -> 
     return Trial(recipe, x, x_before, q, xhat)
 
 
+@dataclass(frozen=True)
+class InputExclusion:
+    """Inputs a property test leaves out for one implementation because a known library bug (shown by its own
+    test) would fail every property on them, hiding everything else (see harness.known_failures)."""
+
+    max_numel: int
+    reason: str
+
+    def excludes(self, shape: tuple[int, ...]) -> bool:
+        return math.prod(shape) <= self.max_numel
+
+
+input_exclusions: ContextVar[tuple[InputExclusion, ...]] = ContextVar("fourbit_input_exclusions", default=())
+"""Set by the pytest plugin around each test from known_failures.toml entries with ``max_numel``."""
+
+
+def _excluded(shape: tuple[int, ...]) -> bool:
+    return any(exclusion.excludes(shape) for exclusion in input_exclusions.get())
+
+
 def for_each_input(
     quantizer: Quantizer, dtype: torch.dtype, body: Callable[[Trial], None], *, generated: bool = True
 ) -> None:
@@ -73,7 +95,7 @@ def for_each_input(
     ran = 0
     try:
         for recipe in edge_cases(quantizer.spec.block_size):
-            if capabilities.unsupported_reason(recipe.shape, dtype):
+            if capabilities.unsupported_reason(recipe.shape, dtype) or _excluded(recipe.shape):
                 continue
             try:
                 body(cached_trial(quantizer, recipe, dtype))
@@ -94,7 +116,7 @@ def for_each_input(
         @chosen
         @given(recipe=input_recipes(capabilities, quantizer.spec.block_size))
         def drawn_inputs(recipe: InputRecipe) -> None:
-            if capabilities.unsupported_reason(recipe.shape, dtype):
+            if capabilities.unsupported_reason(recipe.shape, dtype) or _excluded(recipe.shape):
                 reject()
             body(cached_trial(quantizer, recipe, dtype))
 

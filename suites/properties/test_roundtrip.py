@@ -6,11 +6,13 @@ Each test runs the explicit edge cases (partial blocks, 1-3 D, zero blocks, magn
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness import Quantizer
 from harness import properties as p
-from harness.trials import Trial, for_each_input
+from harness.inputs import InputRecipe
+from harness.trials import Trial, cached_trial, for_each_input
 
 
 def test_output_contract(quantizer: Quantizer, dtype: torch.dtype) -> None:
@@ -19,6 +21,24 @@ def test_output_contract(quantizer: Quantizer, dtype: torch.dtype) -> None:
 
 def test_shape_dtype_finite(quantizer: Quantizer, dtype: torch.dtype) -> None:
     for_each_input(quantizer, dtype, lambda t: p.check_finite_shape_dtype(quantizer, t.x_before, t.xhat))
+
+
+TINY_SHAPES = ((1,), (2,), (3,), (1, 2), (2, 1), (1, 1, 2))
+
+
+def test_tiny_tensors(quantizer: Quantizer, dtype: torch.dtype) -> None:
+    """Tensors of 1 to 3 elements (a bias, a gate, a 1x2 adapter) round-trip with their shape, dtype and bound."""
+    ran = 0
+    for index, shape in enumerate(TINY_SHAPES):
+        if quantizer.capabilities.unsupported_reason(shape, dtype):
+            continue
+        trial = cached_trial(quantizer, InputRecipe(shape, seed=100 + index, name=f"tiny-{shape}"), dtype)
+        p.check_finite_shape_dtype(quantizer, trial.x_before, trial.xhat)
+        if quantizer.spec.codebook is not None:  # the bound needs a codebook; shape and dtype do not
+            p.check_roundtrip_bound(quantizer, trial.x_before, trial.q, trial.xhat)
+        ran += 1
+    if not ran:
+        pytest.skip(f"{quantizer.name}: no tiny shape fits its capabilities")
 
 
 def test_input_unchanged(quantizer: Quantizer, dtype: torch.dtype) -> None:
