@@ -37,6 +37,7 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
 _BUILTIN_SPECS = (
     "harness.quantizers.reference:reference_quantizers",
     "harness.quantizers.identity:identity_quantizers",
+    "harness.quantizers.bitsandbytes:bitsandbytes_quantizers",
     "harness.quantizers.torchao:torchao_quantizers",
     "harness.quantizers.triton:triton_quantizers",
 )

@@ -51,6 +51,7 @@ class _RunState:
     messages: list[str] = field(default_factory=list)
     deselected: bool = False
     input_exclusions: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    known_bug_items: set[str] = field(default_factory=set)
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -168,10 +169,16 @@ def _register_hypothesis_profiles() -> None:
 
     Nothing is loaded globally (other projects' hypothesis tests keep their settings): the suites apply
     ``fourbit`` themselves unless the user chose a profile (see :func:`harness.trials.for_each_input`)."""
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
 
     for profile, examples in HYPOTHESIS_PROFILES.items():
-        seeded = {"derandomize": True, "database": None} if profile == "fourbit" else {}
+        # fourbit: seeded, and without the explain phase (it re-runs a failing example many times to
+        # annotate lines, doubling the cost of a failure; the minimal failing input is still shrunk).
+        seeded = (
+            {"derandomize": True, "database": None, "phases": [p for p in Phase if p is not Phase.explain]}
+            if profile == "fourbit"
+            else {}
+        )
         settings.register_profile(
             profile,
             max_examples=examples,
@@ -372,6 +379,7 @@ def _mark_known_failure(config: pytest.Config, item: pytest.Item, implementation
     known = match_known_failure(entries, implementation, item.name)
     if known is not None:
         item.add_marker(pytest.mark.xfail(reason=f"known {known.library} bug: {known.reason}", strict=True))
+        config.stash[_STATE].known_bug_items.add(item.nodeid)
     exclusions = input_exclusions_for(entries, implementation, item.name)
     if exclusions:
         state = config.stash[_STATE]
@@ -436,15 +444,17 @@ class _SessionReporter:
     def pytest_runtest_call(self, item: pytest.Item) -> Any:
         """A metric that regressed (or, under --fourbit-strict, has no baseline) fails the test that recorded it."""
         state = self.config.stash[_STATE]
-        exclusions = state.input_exclusions.get(item.nodeid)
-        if exclusions:
-            from harness.trials import input_exclusions
+        exclusions = state.input_exclusions.get(item.nodeid, ())
+        known_bug = item.nodeid in state.known_bug_items
+        if exclusions or known_bug:
+            from harness.trials import expected_to_fail, input_exclusions
 
-            token = input_exclusions.set(exclusions)
+            tokens = (input_exclusions.set(exclusions), expected_to_fail.set(known_bug))
             try:
                 result = yield
             finally:
-                input_exclusions.reset(token)
+                input_exclusions.reset(tokens[0])
+                expected_to_fail.reset(tokens[1])
         else:
             result = yield
         strict = self.config.getoption("fourbit_strict")

@@ -265,7 +265,7 @@ def test_matmul_rejects_mismatched_shapes() -> None:
     quantizer = _quantizer("bnb-nf4")
     q = quantizer.quantize(_weight((OUT_FEATURES, IN_FEATURES)))
     # x's width equal to out_features: bnb would silently compute x @ W (its deprecated [K, N] layout)
-    with pytest.raises(InvalidArgument, match=r"x.shape=\(4, 96\), expected \[\.\.\., 128\]"):
+    with pytest.raises(InvalidArgument, match=r"bnb-nf4: x.shape=\(4, 96\), expected \[\.\.\., 128\]"):
         quantizer.matmul(_weight((4, OUT_FEATURES)), q)
     with pytest.raises(InvalidArgument, match=r"expected a 2-D weight"):
         quantizer.matmul(_weight((4, 64)), quantizer.quantize(_weight((2, 4, 64))))

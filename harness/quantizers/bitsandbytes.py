@@ -228,7 +228,8 @@ class BitsandbytesQuantizer:
             )
         if x.dim() < 1 or x.shape[-1] != q.shape[1]:
             raise InvalidArgument(
-                f"x.shape={tuple(x.shape)}, expected [..., {q.shape[1]}] (in_features of W shape {tuple(q.shape)})"
+                f"{self.name}: x.shape={tuple(x.shape)}, expected [..., {q.shape[1]}] "
+                f"(in_features of W shape {tuple(q.shape)})"
             )
         state = self._state_from_storage(q)
         (packed,) = self._storage(q, "packed")
@@ -325,10 +326,9 @@ def _linear4bit_class(bitsandbytes: ModuleType) -> type:
             try:
                 return super().forward(x)
             except Exception as exc:
-                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ImplementationError(
                     self.implementation,
-                    f"bitsandbytes.nn.Linear4bit.forward(x shape={shape}, training={self.training})",
+                    f"bitsandbytes.nn.Linear4bit.forward(x shape={tuple(x.shape)}, training={self.training})",
                     exc,
                 ) from exc
 
