@@ -43,6 +43,9 @@ class KnownFailure:
     reason: str
     source: str
     max_numel: int | None = None
+    strict: bool = True
+    """False only for a failure that does not reproduce every run (the reason must say why): a pass is then
+    not an error. Every such entry is a debt: it hides whether the bug was fixed."""
     """If set, the bug hits every input of at most this many elements: the matching implementations' other
     property tests leave such inputs out (so the bug does not hide everything else) and ``tests`` names the
     test that shows it."""
@@ -110,6 +113,9 @@ def load_known_failures(path: str | Path) -> list[KnownFailure]:
         max_numel = entry.get("max_numel")
         if max_numel is not None and (not isinstance(max_numel, int) or isinstance(max_numel, bool) or max_numel < 1):
             raise UsageError(f"{path}: known_failure #{index + 1}: max_numel={max_numel!r}, expected an integer >= 1")
+        strict = entry.get("strict", True)
+        if not isinstance(strict, bool):
+            raise UsageError(f"{path}: known_failure #{index + 1}: strict={strict!r}, expected true or false")
         known.append(
             KnownFailure(
                 implementations=_strings(path, index, entry, "implementations"),
@@ -118,6 +124,7 @@ def load_known_failures(path: str | Path) -> list[KnownFailure]:
                 reason=reason.strip(),
                 source=f"{path}#{index + 1}",
                 max_numel=max_numel,
+                strict=strict,
             )
         )
     return known

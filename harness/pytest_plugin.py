@@ -378,7 +378,7 @@ def _mark_known_failure(config: pytest.Config, item: pytest.Item, implementation
     entries = _known_failures_for(config, Path(item.path))
     known = match_known_failure(entries, implementation, item.name)
     if known is not None:
-        item.add_marker(pytest.mark.xfail(reason=f"known {known.library} bug: {known.reason}", strict=True))
+        item.add_marker(pytest.mark.xfail(reason=f"known {known.library} bug: {known.reason}", strict=known.strict))
         config.stash[_STATE].known_bug_items.add(item.nodeid)
     exclusions = input_exclusions_for(entries, implementation, item.name)
     if exclusions:
