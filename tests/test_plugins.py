@@ -29,6 +29,18 @@ SUITES = REPO / "suites" / "properties"
 EXAMPLE = REPO / "examples" / "fourbit-example-plugin"
 EXAMPLE_SRC = EXAMPLE / "src"
 BUILTIN_NAMES = {"ref-nf4", "ref-fp4", "ref-af4", "ref-int4", "ref-nf4-dq", "fp32", "fp16", "bf16"}
+"""Built-ins that need nothing beyond the core dependencies."""
+LIBRARY_NAMES = {
+    "bnb-nf4",
+    "bnb-fp4",
+    "bnb-nf4-dq",
+    "bnb-fp4-dq",
+    "torchao-nf4",
+    "torchao-int4",
+    "triton-nf4",
+    "triton-fp4",
+}
+"""Built-ins over optional libraries (or a GPU): available, or listed as unavailable with the reason."""
 REF_NAMES = {"ref-nf4", "ref-fp4", "ref-af4", "ref-int4", "ref-nf4-dq"}
 FP32_AND_REF_4 = {"fp32", "ref-nf4", "ref-fp4", "ref-af4", "ref-int4"}  # --impl fp32 --impl 'ref-*4'
 EXAMPLE_NAME = "example-nf4-argmin"
@@ -272,7 +284,9 @@ def test_builtins_load_through_entry_points() -> None:
 
 def test_without_entry_points_builtins_come_from_their_specs() -> None:
     registry = load_registry(use_entry_points=False)
-    assert set(registry.implementations) == BUILTIN_NAMES
+    assert set(registry.implementations) - LIBRARY_NAMES == BUILTIN_NAMES
+    assert set(registry.implementations) | set(registry.unavailable) == BUILTIN_NAMES | LIBRARY_NAMES
+    assert not set(registry.implementations) & set(registry.unavailable)
     assert registry.errors == []
     assert registry.implementations["ref-nf4"].source == "built-in harness.quantizers.reference:reference_quantizers"
     assert registry.implementations["fp16"].source == "built-in harness.quantizers.identity:identity_quantizers"
@@ -283,7 +297,8 @@ def test_harness_not_installed_falls_back_to_builtins(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(harness.plugins, "entry_points", lambda group: [])
     registry = load_registry()
-    assert set(registry.implementations) == BUILTIN_NAMES
+    assert set(registry.implementations) - LIBRARY_NAMES == BUILTIN_NAMES
+    assert set(registry.implementations) | set(registry.unavailable) == BUILTIN_NAMES | LIBRARY_NAMES
     assert all(impl.source.startswith("built-in ") for impl in registry.implementations.values())
 
 
