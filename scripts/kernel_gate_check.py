@@ -1,0 +1,383 @@
+"""How good is the kernels suite's regression gate on this machine? False alarms on an unchanged tree, and
+how often a real 1.2x / 1.5x slowdown is caught.
+
+Protocol (each run is a fresh ``pytest suites/kernels`` process, restricted to a few cases so it takes seconds):
+
+1. baseline: ``--baseline-runs`` runs with ``--update-baselines`` into a temporary baseline folder (a timing
+   baseline folds the per-run median ratios of up to 5 runs; their spread is what later runs are judged by);
+2. ``--runs`` rounds; each round runs every scenario once, in turn, so all scenarios see the same stretches of
+   machine load: ``unchanged`` (A/A: goal, no run flags anything) and one ``slowed NxN`` scenario per
+   ``--slowdowns`` factor (goal: 1.2x flagged in at least 19 of 20 runs, 1.5x in all);
+3. a summary table: per scenario, the runs with any regressed metric, and the measured change of the gated metrics.
+
+The slowed implementation is registered under its own name (``ref-nf4`` stays ``ref-nf4``, so its baseline
+entries apply): this file is also a pytest plugin (``-p kernel_gate_check``, from ``scripts/`` on PYTHONPATH)
+that, when ``FOURBIT_GATE_SLOWDOWN`` is set, wraps ``harness.plugins.load_registry`` and swaps the named
+implementation for a wrapper whose chosen op busy-waits until the call has taken ``factor`` times its own
+measured time. A ``--quantizer`` spec cannot do this: the built-ins load even with ``--fourbit-no-entry-points``,
+so a second ``ref-nf4`` is a duplicate-name load error.
+
+    .venv/bin/python scripts/kernel_gate_check.py                       # 5 baseline runs, 20 rounds, 1.2x and 1.5x
+    .venv/bin/python scripts/kernel_gate_check.py --runs 3 --baseline-runs 2       # a quick check that it works
+    .venv/bin/python scripts/kernel_gate_check.py --impl bnb-nf4 --slow-op matmul -k "test_matmul and b1-4096x4096"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent
+SUITE = "suites/kernels/test_kernels.py"
+ENV_FACTOR = "FOURBIT_GATE_SLOWDOWN"
+ENV_IMPL = "FOURBIT_GATE_SLOW_IMPL"
+ENV_OP = "FOURBIT_GATE_SLOW_OP"
+GATED_METRICS = ("kernel_over_copy", "over_dense")
+DEFAULT_K = "test_dequantize and 4096x4096-float32-cpu"
+
+
+# ---------------------------------------------------------------------------------------------- the slowdown
+
+
+class SlowedQuantizer:
+    """``inner`` under the same name, with one op made ``factor`` times slower by busy-waiting after it.
+
+    The wait is relative to the call's own measured time, so the slowdown follows the machine's state the way a
+    slower kernel would; a busy wait (not a sleep) keeps the core occupied, as a slower kernel does.
+    """
+
+    def __init__(self, inner: Any, op: str, factor: float) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.spec = inner.spec
+        self.capabilities = inner.capabilities
+        self.slowed_op = op
+        self.factor = factor
+
+    def __repr__(self) -> str:
+        return f"SlowedQuantizer({self._inner!r}, op={self.slowed_op!r}, factor={self.factor})"
+
+    def __getattr__(self, attribute: str) -> Any:  # with_block_size, linear, unpack_codes, ...
+        return getattr(self._inner, attribute)
+
+    def _call(self, op: str, call: Callable[..., Any], *args: Any) -> Any:
+        if op != self.slowed_op:
+            return call(*args)
+        start = time.perf_counter()
+        out = call(*args)
+        deadline = start + (time.perf_counter() - start) * self.factor
+        while time.perf_counter() < deadline:
+            pass
+        return out
+
+    def quantize(self, x: Any) -> Any:
+        return self._call("quantize", self._inner.quantize, x)
+
+    def dequantize(self, q: Any) -> Any:
+        return self._call("dequantize", self._inner.dequantize, q)
+
+    def matmul(self, x: Any, q: Any) -> Any:
+        return self._call("matmul", self._inner.matmul, x, q)
+
+
+def pytest_configure(config: Any) -> None:
+    """As a pytest plugin: with FOURBIT_GATE_SLOWDOWN set, the registry's FOURBIT_GATE_SLOW_IMPL is slowed."""
+    factor = float(os.environ.get(ENV_FACTOR) or 1.0)
+    if factor == 1.0:
+        return
+    name, op = os.environ[ENV_IMPL], os.environ.get(ENV_OP, "dequantize")
+    import harness.plugins as plugins
+
+    original = plugins.load_registry
+
+    def load_registry(*args: Any, **kwargs: Any) -> Any:
+        registry = original(*args, **kwargs)
+        implementation = registry.implementations.get(name)
+        if implementation is None:
+            raise RuntimeError(f"{ENV_IMPL}={name!r} is not registered; known: {', '.join(registry.names)}")
+        registry.implementations[name] = plugins.Implementation(
+            SlowedQuantizer(implementation.quantizer, op, factor),
+            f"{implementation.source}, {op} slowed {factor:g}x by kernel_gate_check",
+        )
+        return registry
+
+    plugins.load_registry = load_registry  # the pytest plugin imports it when it builds the registry
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    factor: float
+
+
+@dataclass
+class RunRecord:
+    scenario: str
+    index: int
+    exit_code: int
+    seconds: float
+    gated: list[dict[str, Any]] = field(default_factory=list)  # one per gated result
+    errors: str = ""
+
+    @property
+    def flagged(self) -> bool:
+        return any(result["verdict"] == "regressed" for result in self.gated)
+
+    @property
+    def broken(self) -> bool:
+        """pytest itself failed (usage error, crash, no results), not a regression verdict."""
+        return self.exit_code not in (0, 1) or not self.gated or bool(self.errors)
+
+
+def _pytest_command(args: argparse.Namespace, workdir: Path, json_path: Path, *, update: bool) -> list[str]:
+    command = [
+        sys.executable, "-m", "pytest", SUITE,
+        "-q", "-p", "no:cacheprovider", "-p", "kernel_gate_check",
+        "--fourbit-no-entry-points",
+        "--baseline-dir", str(workdir / "baselines"),
+        "--fourbit-json", str(json_path),
+        "-k", args.k,
+    ]  # fmt: skip
+    for impl in args.impl:
+        command += ["--impl", impl]
+    for spec in args.quantizer:
+        command += ["--quantizer", spec]
+    command += args.pytest_arg
+    if update:
+        command.append("--update-baselines")
+    return command
+
+
+def _environment(args: argparse.Namespace, factor: float) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    env.pop(ENV_FACTOR, None)
+    if factor != 1.0:
+        env.update({ENV_FACTOR: repr(factor), ENV_IMPL: args.slow_impl, ENV_OP: args.slow_op})
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    return env
+
+
+def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index: int, *, update: bool) -> RunRecord:
+    json_path = workdir / "runs" / f"{scenario.name.replace(' ', '_')}-{index:02d}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        _pytest_command(args, workdir, json_path, update=update),
+        cwd=REPO,
+        env=_environment(args, scenario.factor),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    record = RunRecord(scenario.name, index, completed.returncode, time.perf_counter() - started)
+    if not json_path.exists():
+        record.errors = (completed.stdout + completed.stderr)[-3000:]
+        return record
+    from harness.results import load_results
+
+    _, results = load_results(json_path)
+    for result in results:
+        if result.metric in GATED_METRICS:
+            record.gated.append(
+                {
+                    "case": result.case,
+                    "implementation": result.implementation,
+                    "metric": result.metric,
+                    "value": result.value,
+                    "baseline": result.baseline,
+                    "verdict": result.verdict,
+                    "rounds": len(result.samples),
+                    "retimed": bool(result.extra.get("retimed")),
+                    "load_average_1m": result.extra.get("load_average_1m"),
+                }
+            )
+    if record.exit_code not in (0, 1):
+        record.errors = (completed.stdout + completed.stderr)[-3000:]
+    return record
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def _change(entry: dict[str, Any]) -> float | None:
+    baseline = entry["baseline"]
+    return entry["value"] / baseline - 1.0 if baseline else None
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario]) -> str:
+    """Markdown: per scenario, runs flagged, and the change of each gated metric against the baseline."""
+    lines = [
+        "| scenario | runs | runs flagged | gated metric | change vs baseline: median [min, max] | retimed "
+        "| run time | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in scenarios:
+        runs = [r for r in records if r.scenario == scenario.name and not r.broken]
+        if not runs:
+            continue
+        flagged = sum(r.flagged for r in runs)
+        keys = sorted({(g["implementation"], g["case"], g["metric"]) for r in runs for g in r.gated})
+        for position, key in enumerate(keys):
+            entries = [g for r in runs for g in r.gated if (g["implementation"], g["case"], g["metric"]) == key]
+            changes = [c for c in (_change(g) for g in entries) if c is not None]
+            spread = (
+                f"{_pct(statistics.median(changes))} [{_pct(min(changes))}, {_pct(max(changes))}]" if changes else "-"
+            )
+            retimed = sum(g["retimed"] for g in entries)
+            regressed = sum(g["verdict"] == "regressed" for g in entries)
+            first = position == 0
+            loads = [g["load_average_1m"] for g in entries if g["load_average_1m"] is not None]
+            load = f"{statistics.median(loads):.1f} [{min(loads):.1f}, {max(loads):.1f}]" if loads else "-"
+            lines.append(
+                f"| {scenario.name if first else ''} | {len(runs) if first else ''} | "
+                f"{f'{flagged} of {len(runs)}' if first else ''} | {key[0]} {key[1]} {key[2]} "
+                f"({regressed} regressed) | {spread} | {retimed} | "
+                f"{f'{statistics.median(r.seconds for r in runs):.1f} s' if first else ''} | {load} |"
+            )
+    return "\n".join(lines)
+
+
+def baseline_summary(workdir: Path) -> str:
+    from harness.baselines import load_baseline
+    from harness.stats import fold_runs
+
+    files = sorted((workdir / "baselines").glob("*.json"))
+    if not files:
+        return "no baseline written"
+    baseline = load_baseline(files[0])
+    lines = []
+    for entry in baseline.entries.values():
+        if entry.kind == "timing" and entry.runs:
+            value, spread = fold_runs(entry.runs)
+            runs = ", ".join(f"{r:.4g}" for r in entry.runs)
+            lines.append(
+                f"  {entry.implementation} {entry.case} {entry.metric}: {value:.4g} (runs {runs}; "
+                f"run-to-run spread, pooled with the prior: {spread:.1%})"
+            )
+    return "\n".join(lines) or "no timing entries"
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20, help="runs per scenario (default 20)")
+    parser.add_argument("--baseline-runs", type=int, default=5, help="runs folded into the baseline (default 5)")
+    parser.add_argument(
+        "--impl", action="append", default=None, help="implementations to run (repeatable; default ref-nf4)"
+    )
+    parser.add_argument("-k", default=DEFAULT_K, help=f"pytest -k expression selecting cases (default {DEFAULT_K!r})")
+    parser.add_argument(
+        "--slowdowns", default="1.2,1.5", help="comma-separated slowdown factors, one scenario each (default 1.2,1.5)"
+    )
+    parser.add_argument("--slow-impl", default=None, help="the implementation slowed (default: the first --impl)")
+    parser.add_argument(
+        "--slow-op", default="dequantize", choices=("quantize", "dequantize", "matmul"), help="the op slowed"
+    )
+    parser.add_argument(
+        "--quantizer", action="append", default=[], help="passed on to pytest (a third-party MODULE:ATTR)"
+    )
+    parser.add_argument(
+        "--pytest-arg",
+        action="append",
+        default=[],
+        help="passed on to pytest, e.g. --pytest-arg=--fourbit-full-kernels",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the runs (default: torch's own)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep baselines and result files here")
+    parser.add_argument("--json", type=Path, default=None, help="write every run's gated results here")
+    args = parser.parse_args(argv)
+    args.impl = args.impl or ["ref-nf4"]
+    args.slow_impl = args.slow_impl or args.impl[0]
+    if args.runs < 1 or args.baseline_runs < 1:
+        parser.error("--runs and --baseline-runs must be at least 1")
+    try:
+        args.factors = [float(f) for f in args.slowdowns.split(",") if f.strip()]
+    except ValueError:
+        parser.error(f"--slowdowns={args.slowdowns!r}, expected numbers such as 1.2,1.5")
+    return args
+
+
+def _progress(record: RunRecord) -> None:
+    gated = ", ".join(
+        f"{g['metric']} {g['value']:.4g}"
+        + (f" ({_pct(c)})" if (c := _change(g)) is not None else "")
+        + (f" {g['verdict']}" if g["verdict"] not in (None, "ok") else "")
+        + (" retimed" if g["retimed"] else "")
+        for g in record.gated
+    )
+    state = "BROKEN" if record.broken else ("FLAGGED" if record.flagged else "ok")
+    print(f"  {record.scenario:>12} #{record.index:02d} {state:7} {record.seconds:5.1f} s  {gated}", flush=True)
+    if record.errors:
+        print(record.errors, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kernel-gate-"))
+    if (workdir / "baselines").exists():
+        shutil.rmtree(workdir / "baselines")
+    scenarios = [Scenario("unchanged", 1.0)] + [Scenario(f"slowed {f:g}x", f) for f in args.factors]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"kernel gate check: impl {', '.join(args.impl)}; -k {args.k!r}; slowed: {args.slow_impl} {args.slow_op}; "
+        f"{args.baseline_runs} baseline runs, {args.runs} rounds of {len(scenarios)} scenarios; "
+        f"threads {args.threads or 'default'}; load average {load:.2f}; workdir {workdir}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    records: list[RunRecord] = []
+    print("baseline runs (--update-baselines):", flush=True)
+    for index in range(args.baseline_runs):
+        record = run_once(args, workdir, Scenario("baseline", 1.0), index, update=True)
+        _progress(record)
+        if record.broken:
+            print("a baseline run failed; stopping", file=sys.stderr)
+            return 2
+    print(baseline_summary(workdir), flush=True)
+    print("compared runs:", flush=True)
+    for index in range(args.runs):
+        for scenario in scenarios:
+            record = run_once(args, workdir, scenario, index, update=False)
+            records.append(record)
+            _progress(record)
+    elapsed = time.perf_counter() - started
+    broken = sum(r.broken for r in records)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print()
+    print(summary_table(records, scenarios))
+    print()
+    print(
+        f"{len(records) + args.baseline_runs} runs in {elapsed / 60:.1f} min ({broken} broken); "
+        f"load average at the end {load_end:.2f}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in records], indent=1), encoding="utf-8")
+    return 0 if not broken else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Kernel throughput that holds on a noisy machine: quantize, dequantize and matmul of every implementation.
+
+Each case times the kernel against a copy of the bytes the kernel must move, in interleaved rounds
+(:func:`harness.timing.time_interleaved`), because absolute times on the project's machines drift 15-40%
+in bursts and the copy drifts with them (DESIGN.md). What is gated is the per-round ratio:
+
+* ``kernel_over_copy`` (kind ``timing``, lower is better): kernel time / copy time, samples = the rounds;
+* ``over_dense`` (matmul only, kind ``timing``): kernel time / dense ``F.linear`` of the same dtype and shape;
+* ``gbps``, ``copy_gbps``, ``fraction_of_copy`` (kind ``info``): shown, never gated.
+
+Bytes a kernel must move (the copy moves as many: half read, half written), see :func:`bytes_moved`:
+
+* quantize: reads the input (numel x its element size), writes the storage (``QuantizedTensor.nbytes``);
+* dequantize: reads the storage, writes the output (numel x the dtype's element size);
+* matmul: reads the storage and x (batch x in_features), writes y (batch x out_features).
+
+The decoded ``codes``/``scales`` a QuantizedTensor reports for the suites are not counted: only what the
+implementation keeps. The contract has no ``out=``, so every op allocates its output
+(``extra["allocates_output"]``); on CPU an output of 32 MiB or more is then page-fault bound
+(``extra["page_fault_bound"]``) while the copy's target is preallocated: that cost is the kernel's.
+
+Default run: 4096x4096 (a 7B-class projection; quantize: 1024x4096, see DEFAULT_QUANTIZE_SHAPES) and
+256x1024, float32, batch 1 (gemv) and 16, with a short time cap per case (about three minutes for the ~14
+built-in implementations on a busy 2-core CPU).
+``--fourbit-full-kernels`` adds 4096x11008, 11008x4096 and bfloat16, and times each case longer.
+CUDA cases run on ``cuda`` when a GPU is present (CUDA events, L2 flush) and skip without one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.api import QuantizedTensor, Quantizer
+from harness.errors import ImplementationError
+from harness.properties import run_quantize
+from harness.quantizers.identity import IdentityQuantizer
+from harness.stats import DEFAULT_ROUNDS, median_ci
+from harness.timing import DEFAULT_MAX_SECONDS, DEFAULT_MIN_ROUNDS, TimingRun, copy_reference, time_interleaved
+
+OPS = ("quantize", "dequantize", "matmul")
+SMALL_SHAPE = (256, 1024)
+DEFAULT_SHAPES = ((4096, 4096), SMALL_SHAPE)
+FULL_SHAPES = (*DEFAULT_SHAPES, (4096, 11008), (11008, 4096))
+DEFAULT_QUANTIZE_SHAPES = ((1024, 4096), SMALL_SHAPE)
+"""quantize is an offline op (once per model load) and the slowest here (0.2-4 s a call on 4096x4096 on a busy
+2-core CPU: 70 s of the default run's budget): the default run quantizes a 1024x4096 weight (the k/v projection
+of a grouped-query 8B model) instead; --fourbit-full-kernels adds every shape of FULL_SHAPES."""
+DEFAULT_DTYPES = (torch.float32,)
+FULL_DTYPES = (torch.float32, torch.bfloat16)
+DEVICES = ("cpu", "cuda")
+BATCHES = (1, 16)
+SEED = 0
+PAGE_FAULT_BYTES = 32 * 1024 * 1024
+"""Outputs this large are page-fault bound on CPU when not preallocated (DESIGN.md)."""
+CHEAP_ROUND_SECONDS = 0.05
+"""A round cheaper than this gets one more warm-up call inside time_interleaved (it costs nothing)."""
+
+
+@dataclass(frozen=True)
+class TimingBudget:
+    """How long one timing may run: ``time_interleaved`` stops at the CI target, at ``max_rounds``, or once
+    ``case_seconds`` are spent, but never before ``min_rounds``, which is fitted to the case (an op that takes
+    a second gets ``min_rounds_floor`` rounds, a cheap one ``DEFAULT_MIN_ROUNDS``)."""
+
+    case_seconds: float
+    min_rounds_floor: int
+
+    def min_rounds(self, round_seconds: float) -> int:
+        affordable = int(self.case_seconds / round_seconds) if round_seconds > 0 else DEFAULT_MIN_ROUNDS
+        return max(self.min_rounds_floor, min(DEFAULT_MIN_ROUNDS, affordable))
+
+
+DEFAULT_BUDGETS = {
+    "quantize": TimingBudget(case_seconds=0.4, min_rounds_floor=3),
+    "dequantize": TimingBudget(case_seconds=0.4, min_rounds_floor=5),
+    "matmul": TimingBudget(case_seconds=0.3, min_rounds_floor=3),
+}
+"""Default run: 0.3-0.4 s per timing (cheap cases end at the CI target or at 50 rounds sooner), and at least 5
+rounds; at least 3 for quantize (the slowest op) and for each of matmul's two timings (against the copy and
+against dense). Between-run drift, not the rounds of one run, limits the gate here (see
+scripts/kernel_gate_check.py), so more rounds would cost time without tightening it. With SMALL_SHAPE_SECONDS
+and DEFAULT_QUANTIZE_SHAPES this keeps the default suite for the ~14 built-in implementations within about
+three minutes on a busy 2-core CPU."""
+SMALL_SHAPE_SECONDS = 0.2
+"""Default run, small shape: its ops take well under a millisecond on an idle machine (50 rounds in
+milliseconds); on a busy one every parallel region waits for a CPU and the cap is what ends the timing."""
+FULL_BUDGET = TimingBudget(case_seconds=DEFAULT_MAX_SECONDS, min_rounds_floor=DEFAULT_MIN_ROUNDS)
+"""--fourbit-full-kernels: the timing module's own defaults (6 s, at least 10 rounds) for every op."""
+
+
+# ---------------------------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    """One timed case: an op on a weight of ``shape`` in ``dtype`` on ``device`` (``batch`` rows of x for matmul)."""
+
+    op: str
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: str
+    batch: int = 0
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def label(self) -> str:
+        """The case name results are stored under, e.g. ``matmul-b16-4096x4096-float32-cpu``."""
+        batch = f"-b{self.batch}" if self.op == "matmul" else ""
+        return f"{self.op}{batch}-{self.shape[0]}x{self.shape[1]}-{self.dtype_name}-{self.device}"
+
+    @property
+    def test_id(self) -> str:
+        return self.label.removeprefix(f"{self.op}-")
+
+
+def kernel_cases(op: str, *, full: bool) -> list[KernelCase]:
+    """The cases of ``op`` in the default run, or with ``full`` (``--fourbit-full-kernels``) the long one."""
+    if op == "quantize":
+        shapes = (*DEFAULT_QUANTIZE_SHAPES[:1], *FULL_SHAPES) if full else DEFAULT_QUANTIZE_SHAPES
+    else:
+        shapes = FULL_SHAPES if full else DEFAULT_SHAPES
+    dtypes = FULL_DTYPES if full else DEFAULT_DTYPES
+    batches = BATCHES if op == "matmul" else (0,)
+    return [
+        KernelCase(op, shape, dtype, device, batch)
+        for device in DEVICES
+        for dtype in dtypes
+        for shape in shapes
+        for batch in batches
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kernel_case" not in metafunc.fixturenames:
+        return
+    op = metafunc.function.__name__.removeprefix("test_")
+    cases = kernel_cases(op, full=bool(metafunc.config.getoption("fourbit_full_kernels")))
+    metafunc.parametrize("kernel_case", cases, ids=[case.test_id for case in cases])
+
+
+def _budget(config: pytest.Config, case: KernelCase) -> TimingBudget:
+    if config.getoption("fourbit_full_kernels"):
+        return FULL_BUDGET
+    budget = DEFAULT_BUDGETS[case.op]
+    if case.shape == SMALL_SHAPE:
+        return TimingBudget(min(budget.case_seconds, SMALL_SHAPE_SECONDS), budget.min_rounds_floor)
+    return budget
+
+
+# ---------------------------------------------------------------------------------------------- bytes
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def output_bytes(case: KernelCase, q: QuantizedTensor) -> int:
+    """Bytes of what the op returns: the storage (quantize), the weight (dequantize), y (matmul)."""
+    rows, cols = case.shape
+    if case.op == "quantize":
+        return q.nbytes
+    if case.op == "dequantize":
+        return rows * cols * _element_size(case.dtype)
+    return case.batch * rows * _element_size(case.dtype)
+
+
+def bytes_moved(case: KernelCase, q: QuantizedTensor) -> int:
+    """Bytes the op must read and write at the least (module docstring): the copy reference moves as many."""
+    rows, cols = case.shape
+    element = _element_size(case.dtype)
+    if case.op == "quantize":
+        return rows * cols * element + q.nbytes
+    if case.op == "dequantize":
+        return q.nbytes + rows * cols * element
+    if case.op == "matmul":
+        return q.nbytes + case.batch * cols * element + case.batch * rows * element
+    raise ValueError(f"case.op={case.op!r}, expected one of {OPS}")
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+
+def timing_fields(run: TimingRun) -> dict[str, Any]:
+    """What a ``timing`` metric stores: the median per-round ratio, the rounds' ratios, their 95% CI."""
+    ratios = run.ratios
+    low, high = median_ci(ratios)
+    return {
+        "value": run.median_ratio,
+        "samples": ratios,
+        "ci_low": low if math.isfinite(low) else None,
+        "ci_high": high if math.isfinite(high) else None,
+    }
+
+
+def run_extra(run: TimingRun) -> dict[str, Any]:
+    return {
+        "rounds": len(run.kernel_seconds),
+        "stopped_by": run.stopped_by,
+        "threads": run.threads,
+        "device": run.device,
+        "bytes_moved": run.bytes_moved,
+        "kernel_ms": 1e3 * statistics.median(run.kernel_seconds),
+        "reference_ms": 1e3 * statistics.median(run.reference_seconds),
+    }
+
+
+def _timed_call(call: Callable[[], object], device: str) -> tuple[object, float]:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = call()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+class CaseTimer:
+    """Times one case's kernel against references, with rounds fitted to the kernel's cost (see TimingBudget).
+
+    The first kernel call is the warm-up and the cost estimate; it runs through ``checked`` so that an
+    implementation that raises fails its own case with its name, and its output is checked before timing.
+    """
+
+    def __init__(self, kernel: Callable[[], object], case: KernelCase, budget: TimingBudget) -> None:
+        self.kernel = kernel
+        self.case = case
+        self.budget = budget
+        self.kernel_seconds = math.inf
+
+    def warm_up(self, checked: Callable[[], object]) -> object:
+        out, self.kernel_seconds = _timed_call(checked, self.case.device)
+        return out
+
+    def time_against(self, reference: Callable[[], object], bytes_count: int) -> TimingRun:
+        _, reference_seconds = _timed_call(reference, self.case.device)  # the reference's warm-up
+        round_seconds = self.kernel_seconds + reference_seconds
+        min_rounds = self.budget.min_rounds(round_seconds)
+        return time_interleaved(
+            self.kernel,
+            reference,
+            bytes_moved=bytes_count,
+            device=self.case.device,
+            min_rounds=min_rounds,
+            max_rounds=max(min_rounds, DEFAULT_ROUNDS),
+            warmup=1 if round_seconds < CHEAP_ROUND_SECONDS else 0,
+            max_seconds=self.budget.case_seconds,
+        )
+
+
+def record_timing(
+    record: Any, metric: str, case: str, measure: Callable[[], TimingRun], extra: dict[str, Any]
+) -> TimingRun:
+    """Measure and record one ``timing`` metric; a first measurement that regressed ambiguously (the verdict
+    could flip on a re-run, see compare_timing) is re-timed once and the second one is recorded."""
+    fields = {"unit": "x", "kind": "timing", "direction": "lower"}
+    run = measure()
+    first = record.preview(metric, case=case, **fields, **timing_fields(run))
+    retimed: dict[str, Any] = {}
+    if first.verdict == "regressed" and first.extra.get("ambiguous"):
+        retimed = {"retimed": True, "first_value": first.value, "first_statistic": first.statistic}
+        run = measure()
+    record(metric, case=case, **fields, **timing_fields(run), extra={**extra, **run_extra(run), **retimed})
+    return run
+
+
+def record_bandwidth(record: Any, case: str, run: TimingRun, extra: dict[str, Any]) -> None:
+    """GB/s of the kernel and of the same-run copy, and their quotient: shown, never gated."""
+    info = {"kind": "info", "direction": "higher", "extra": {**extra, **run_extra(run)}}
+    record("gbps", run.kernel_gbps, case=case, unit="GB/s", **info)
+    record("copy_gbps", run.copy_gbps, case=case, unit="GB/s", **info)
+    record("fraction_of_copy", run.fraction_of_copy, case=case, unit="", **info)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def _skip_unsupported(quantizer: Quantizer, case: KernelCase) -> None:
+    """Cases outside what the machine or the implementation supports are skips with the reason."""
+    if case.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (CUDA cases run only with a GPU)")
+    if isinstance(quantizer, IdentityQuantizer):
+        if case.op != "matmul":
+            pytest.skip(
+                f"{quantizer.name}: a full-precision stand-in; its quantize/dequantize are dtype casts, not 4-bit "
+                "kernels (its matmul is timed: the dense baseline the 4-bit matmuls compete with)"
+            )
+        if case.shape == SMALL_SHAPE:
+            pytest.skip(f"{quantizer.name}: a full-precision stand-in, timed on the realistic shapes only")
+    reason = quantizer.capabilities.unsupported_reason(case.shape, case.dtype, case.device)
+    if reason:
+        pytest.skip(f"{quantizer.name}: {reason}")
+    if case.op == "matmul" and not (quantizer.capabilities.has_matmul and callable(getattr(quantizer, "matmul", None))):
+        pytest.skip(f"{quantizer.name}: no matmul (capabilities.has_matmul=False)")
+
+
+def _weight(case: KernelCase) -> torch.Tensor:
+    weight = torch.randn(case.shape, generator=torch.Generator().manual_seed(SEED))
+    return weight.to(device=case.device, dtype=case.dtype)
+
+
+def _activations(case: KernelCase) -> torch.Tensor:
+    x = torch.randn((case.batch, case.shape[1]), generator=torch.Generator().manual_seed(SEED + 1))
+    return x.to(device=case.device, dtype=case.dtype)
+
+
+def _quantized(quantizer: Quantizer, weight: torch.Tensor) -> QuantizedTensor:
+    q = run_quantize(quantizer, weight)
+    if not q.nbytes:
+        pytest.skip(f"{quantizer.name}: QuantizedTensor.storage is empty, so the bytes its kernels move are unknown")
+    return q
+
+
+def _check_output(quantizer: Quantizer, case: KernelCase, out: object, expected: tuple[int, ...]) -> None:
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != expected:
+        raise AssertionError(f"{quantizer.name}: {case.op} on {case.label} returned shape {shape}, expected {expected}")
+
+
+def _case_extra(case: KernelCase, q: QuantizedTensor) -> dict[str, Any]:
+    out_bytes = output_bytes(case, q)
+    return {
+        "op": case.op,
+        "shape": list(case.shape),
+        "dtype": case.dtype_name,
+        "batch": case.batch,
+        "storage_bytes": q.nbytes,
+        "allocates_output": True,  # the contract has no out=
+        "output_bytes": out_bytes,
+        "page_fault_bound": case.device == "cpu" and out_bytes >= PAGE_FAULT_BYTES,
+        "load_average_1m": _load_average(),
+    }
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average when the case started: other processes' load is what makes the
+    rounds of a multi-threaded op wait for a CPU (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _calling(quantizer: Quantizer, operation: str, call: Callable[[], object]) -> Callable[[], object]:
+    """``call`` with an exception turned into an ImplementationError naming the implementation."""
+
+    def checked() -> object:
+        try:
+            return call()
+        except Exception as exc:
+            raise ImplementationError(quantizer.name, operation, exc) from exc
+
+    return checked
+
+
+def _warmed_timer(
+    quantizer: Quantizer, case: KernelCase, budget: TimingBudget, kernel: Callable[[], object]
+) -> CaseTimer:
+    """A timer whose first kernel call (warm-up and cost estimate) ran, and returned an output of the right shape."""
+    timer = CaseTimer(kernel, case, budget)
+    rows, cols = case.shape
+    out = timer.warm_up(_calling(quantizer, f"{case.op} on {case.label}", kernel))
+    _check_output(quantizer, case, out, (rows, cols) if case.op == "dequantize" else (case.batch, rows))
+    return timer
+
+
+def _time_against_copy(record: Any, case: KernelCase, q: QuantizedTensor, timer: CaseTimer) -> None:
+    """Time the warmed kernel against a copy of its bytes; record kernel_over_copy and the bandwidths."""
+    count = bytes_moved(case, q)
+    reference = copy_reference(count, case.device)
+    extra = _case_extra(case, q)
+    run = record_timing(record, "kernel_over_copy", case.label, lambda: timer.time_against(reference, count), extra)
+    record_bandwidth(record, case.label, run, extra)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_quantize(quantizer: Quantizer, kernel_case: KernelCase, record: Any, pytestconfig: pytest.Config) -> None:
+    _skip_unsupported(quantizer, kernel_case)
+    weight = _weight(kernel_case)
+    timer = CaseTimer(lambda: quantizer.quantize(weight), kernel_case, _budget(pytestconfig, kernel_case))
+    q = timer.warm_up(lambda: run_quantize(quantizer, weight))  # ImplementationError names the implementation
+    assert isinstance(q, QuantizedTensor)
+    if not q.nbytes:
+        pytest.skip(f"{quantizer.name}: QuantizedTensor.storage is empty, so the bytes its kernels move are unknown")
+    _time_against_copy(record, kernel_case, q, timer)
+
+
+def test_dequantize(quantizer: Quantizer, kernel_case: KernelCase, record: Any, pytestconfig: pytest.Config) -> None:
+    _skip_unsupported(quantizer, kernel_case)
+    q = _quantized(quantizer, _weight(kernel_case))
+    budget = _budget(pytestconfig, kernel_case)
+    timer = _warmed_timer(quantizer, kernel_case, budget, lambda: quantizer.dequantize(q))
+    _time_against_copy(record, kernel_case, q, timer)
+
+
+def test_matmul(quantizer: Quantizer, kernel_case: KernelCase, record: Any, pytestconfig: pytest.Config) -> None:
+    _skip_unsupported(quantizer, kernel_case)
+    weight = _weight(kernel_case)
+    q = _quantized(quantizer, weight)
+    x = _activations(kernel_case)
+    matmul = quantizer.matmul  # type: ignore[attr-defined]
+    budget = _budget(pytestconfig, kernel_case)
+    timer = _warmed_timer(quantizer, kernel_case, budget, lambda: matmul(x, q))
+    _time_against_copy(record, kernel_case, q, timer)
+
+    def dense() -> torch.Tensor:
+        return F.linear(x, weight)
+
+    count = bytes_moved(kernel_case, q)
+    extra = {**_case_extra(kernel_case, q), "reference": "dense F.linear of the same dtype, shape and device"}
+    record_timing(record, "over_dense", kernel_case.label, lambda: timer.time_against(dense, count), extra)

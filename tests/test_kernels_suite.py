@@ -1,0 +1,275 @@
+"""The kernels suite (suites/kernels/test_kernels.py): its byte accounting, its cases, how it records a timing
+(samples = per-round ratios; one re-time of an ambiguous regression), and, through pytester with toy quantizers,
+that an unsupported case skips with the reason and a crashing kernel fails only its own case."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+from harness import DoubleQuant, ReferenceQuantizer
+from harness.results import Result, load_results
+from harness.timing import TimingRun
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE_FILE = REPO / "suites" / "kernels" / "test_kernels.py"
+
+
+def _load_suite() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fourbit_kernels_suite", SUITE_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+suite = _load_suite()
+
+
+def _run(kernel: tuple[float, ...], reference: tuple[float, ...]) -> TimingRun:
+    return TimingRun(kernel, reference, bytes_moved=1000, device="cpu", threads=2, stopped_by="rounds")
+
+
+# ---------------------------------------------------------------------------------------------- bytes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_bytes_moved_from_storage_and_shapes(dtype: torch.dtype) -> None:
+    rows, cols = 256, 1024
+    numel, element = rows * cols, torch.empty((), dtype=dtype).element_size()
+    q = ReferenceQuantizer("nf4").quantize(torch.randn(rows, cols, dtype=dtype))
+    storage = numel // 2 + (numel // 64) * 4  # packed nibbles + one float32 absmax per block of 64
+    assert q.nbytes == storage
+    case = suite.KernelCase("quantize", (rows, cols), dtype, "cpu")
+    assert suite.bytes_moved(case, q) == numel * element + storage  # reads the input, writes the storage
+    case = suite.KernelCase("dequantize", (rows, cols), dtype, "cpu")
+    assert suite.bytes_moved(case, q) == storage + numel * element  # reads the storage, writes the weight
+    for batch in (1, 16):
+        case = suite.KernelCase("matmul", (rows, cols), dtype, "cpu", batch)
+        x_bytes, y_bytes = batch * cols * element, batch * rows * element
+        assert suite.bytes_moved(case, q) == storage + x_bytes + y_bytes
+
+
+def test_bytes_moved_counts_every_storage_tensor_under_double_quantization() -> None:
+    quantizer = ReferenceQuantizer("nf4", double_quant=DoubleQuant(bits=8, block_size=256))
+    q = quantizer.quantize(torch.randn(256, 1024))
+    numel, blocks = 256 * 1024, 256 * 1024 // 64
+    nested = sum(t.numel() * t.element_size() for name, t in q.storage.items() if name != "packed")
+    assert nested == blocks + (blocks // 256) * 4 + 4  # 8-bit codes, float32 outer scale per 256, float32 mean
+    case = suite.KernelCase("dequantize", (256, 1024), torch.float32, "cpu")
+    assert suite.bytes_moved(case, q) == numel // 2 + nested + numel * 4
+
+
+def test_output_bytes_and_page_fault_flag() -> None:
+    q = ReferenceQuantizer("nf4").quantize(torch.randn(64, 64))
+    big = suite.KernelCase("dequantize", (4096, 4096), torch.float32, "cpu")
+    small = suite.KernelCase("dequantize", (256, 1024), torch.float32, "cpu")
+    gemv = suite.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 1)
+    assert suite.output_bytes(big, q) == 64 * 2**20
+    assert suite.output_bytes(gemv, q) == 4096 * 4
+    assert suite._case_extra(big, q)["page_fault_bound"] is True  # 64 MiB allocated per call
+    assert suite._case_extra(small, q)["page_fault_bound"] is False
+    assert suite._case_extra(big, q)["allocates_output"] is True
+
+
+# ---------------------------------------------------------------------------------------------- cases
+
+
+def test_default_and_full_cases() -> None:
+    default = suite.kernel_cases("matmul", full=False)
+    assert {c.shape for c in default} == {(4096, 4096), (256, 1024)}
+    assert {c.dtype for c in default} == {torch.float32}
+    assert {c.batch for c in default} == {1, 16}
+    assert {c.device for c in default} == {"cpu", "cuda"}
+    full = suite.kernel_cases("dequantize", full=True)
+    assert {c.shape for c in full} == {(4096, 4096), (256, 1024), (4096, 11008), (11008, 4096)}
+    assert {c.dtype for c in full} == {torch.float32, torch.bfloat16}
+    assert {c.shape for c in suite.kernel_cases("quantize", full=False)} == {(1024, 4096), (256, 1024)}
+    assert {(4096, 4096), (1024, 4096)} <= {c.shape for c in suite.kernel_cases("quantize", full=True)}
+    labels = [c.label for op in suite.OPS for c in suite.kernel_cases(op, full=True)]
+    assert len(labels) == len(set(labels))
+    case = suite.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 16)
+    assert case.label == "matmul-b16-4096x4096-float32-cpu"
+
+
+def test_rounds_fit_the_case_budget() -> None:
+    budget = suite.TimingBudget(case_seconds=0.5, min_rounds_floor=5)
+    assert budget.min_rounds(0.001) == 10  # cheap: the timing module's usual minimum
+    assert budget.min_rounds(0.07) == 7  # what half a second affords
+    assert budget.min_rounds(2.0) == 5  # never fewer than the floor, however slow
+
+
+# ---------------------------------------------------------------------------------------------- recording
+
+
+def test_timing_fields_are_the_per_round_ratios() -> None:
+    run = _run((2.0, 4.0, 3.0, 8.0, 5.0, 6.0, 9.0), (1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 3.0))
+    fields = suite.timing_fields(run)
+    assert fields["samples"] == (2.0, 2.0, 3.0, 4.0, 5.0, 3.0, 3.0)
+    assert fields["value"] == statistics.median(fields["samples"]) == 3.0
+    assert fields["ci_low"] <= fields["value"] <= fields["ci_high"]
+    few = suite.timing_fields(_run((2.0, 3.0), (1.0, 1.0)))  # too few rounds for a 95% CI: none stored
+    assert few["ci_low"] is None and few["ci_high"] is None
+
+
+class FakeRecorder:
+    """Stands in for the ``record`` fixture: preview answers with the given verdict, calls are kept."""
+
+    def __init__(self, verdict: str | None, ambiguous: bool) -> None:
+        self.verdict, self.ambiguous = verdict, ambiguous
+        self.previews: list[dict[str, Any]] = []
+        self.recorded: list[dict[str, Any]] = []
+
+    def preview(self, metric: str, value: float, **fields: Any) -> Result:
+        self.previews.append({"metric": metric, "value": value, **fields})
+        extra = {"ambiguous": True} if self.ambiguous else {}
+        return Result("kernels", fields["case"], "toy", metric, value, verdict=self.verdict, extra=extra)
+
+    def __call__(self, metric: str, value: float, **fields: Any) -> None:
+        self.recorded.append({"metric": metric, "value": value, **fields})
+
+
+@pytest.mark.parametrize(
+    ("verdict", "ambiguous", "retimed"),
+    [("regressed", True, True), ("regressed", False, False), ("ok", True, False), (None, False, False)],
+)
+def test_an_ambiguous_regression_is_retimed_once(verdict: str | None, ambiguous: bool, retimed: bool) -> None:
+    runs = iter([_run((3.0,) * 6, (1.0,) * 6), _run((2.0,) * 6, (1.0,) * 6), _run((9.0,) * 6, (1.0,) * 6)])
+    recorder = FakeRecorder(verdict, ambiguous)
+    suite.record_timing(recorder, "kernel_over_copy", "case-1", lambda: next(runs), {"op": "dequantize"})
+    assert len(recorder.previews) == 1 and recorder.previews[0]["value"] == 3.0
+    (stored,) = recorder.recorded
+    assert stored["kind"] == "timing" and stored["direction"] == "lower" and stored["unit"] == "x"
+    assert stored["value"] == (2.0 if retimed else 3.0)  # the second measurement replaces the first
+    assert stored["samples"] == ((2.0 if retimed else 3.0),) * 6
+    assert stored["extra"].get("retimed", False) is retimed
+    assert stored["extra"]["op"] == "dequantize" and stored["extra"]["threads"] == 2
+    assert stored["extra"]["rounds"] == 6
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+TOY_MODULE = """
+import torch
+from harness import Capabilities, FormatSpec, QuantizedTensor
+
+
+class Toy:
+    def __init__(self, name, crash=None, capabilities=None):
+        self.name = name
+        self.crash = crash
+        self.spec = FormatSpec(format="toy", codebook=None, scale="none")
+        self.capabilities = capabilities or Capabilities(has_matmul=True)
+
+    def quantize(self, x):
+        if self.crash == "quantize":
+            raise RuntimeError("toy quantize exploded")
+        numel = x.numel()
+        packed = torch.zeros(numel // 2, dtype=torch.uint8)
+        absmax = x.detach().float().reshape(-1, 64).abs().amax(dim=1)
+        return QuantizedTensor(shape=x.shape, dtype=x.dtype, storage={"packed": packed, "absmax": absmax})
+
+    def dequantize(self, q):
+        if self.crash == "dequantize":
+            raise RuntimeError("toy dequantize exploded")
+        return torch.zeros(q.shape, dtype=q.dtype)
+
+    def matmul(self, x, q):
+        return torch.zeros((x.shape[0], q.shape[0]), dtype=x.dtype)
+
+
+def picky_rule(shape):
+    return "toy-picky wants 512+ rows" if shape[0] < 512 else None
+
+
+def toys():
+    return [
+        Toy("toy-ok"),
+        Toy("toy-crash", crash="dequantize"),
+        Toy("toy-picky", capabilities=Capabilities(has_matmul=True, shape_rule=picky_rule)),
+        Toy("toy-nomatmul", capabilities=Capabilities()),
+        Toy("toy-f32only", capabilities=Capabilities(dtypes=(torch.float32,), has_matmul=True)),
+    ]
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Pytester]:
+    from hypothesis import settings
+
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.syspath_prepend(str(pytester.path))
+    (pytester.path / "toykernels.py").write_text(textwrap.dedent(TOY_MODULE))
+    (pytester.path / "kernels").mkdir()
+    (pytester.path / "kernels" / "test_kernels.py").write_text(SUITE_FILE.read_text())
+    profile = settings.get_current_profile_name()
+    yield pytester
+    settings.load_profile(profile)
+
+
+def _run_suite(project: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return project.runpytest(
+        "kernels",
+        "-p", "no:cacheprovider",
+        "--fourbit-no-entry-points",
+        "--quantizer", "toykernels:toys",
+        "--baseline-dir", str(project.path / "baselines"),
+        "-rfs",
+        *args,
+    )  # fmt: skip
+
+
+def test_crash_fails_only_its_case_and_unsupported_cases_skip_with_reason(project: pytest.Pytester) -> None:
+    json_path = project.path / "results.json"
+    impls = ("--impl", "toy-ok", "--impl", "toy-crash", "--impl", "toy-picky", "--impl", "toy-nomatmul")
+    result = _run_suite(project, *impls, "-k", "256x1024 and cpu", "--fourbit-json", str(json_path))
+    out = result.stdout.str()
+    # toy-ok 4 cases; toy-crash: quantize and both matmuls pass, dequantize fails; toy-nomatmul: its 2 matmuls skip
+    result.assert_outcomes(passed=9, failed=1, skipped=6)
+    assert "FAILED kernels/test_kernels.py::test_dequantize[256x1024-float32-cpu-toy-crash]" in out
+    crash = "toy-crash: dequantize on dequantize-256x1024-float32-cpu raised RuntimeError: toy dequantize exploded"
+    assert crash in out
+    assert "toy-picky: toy-picky wants 512+ rows" in out
+    assert "toy-nomatmul: no matmul (capabilities.has_matmul=False)" in out
+
+    _, results = load_results(json_path)
+    by_key = {(r.implementation, r.case, r.metric): r for r in results}
+    timing = by_key[("toy-ok", "dequantize-256x1024-float32-cpu", "kernel_over_copy")]
+    assert timing.kind == "timing" and timing.direction == "lower" and timing.verdict == "new"
+    assert len(timing.samples) == timing.extra["rounds"] >= 5  # one ratio per interleaved round
+    assert timing.value == pytest.approx(statistics.median(timing.samples))
+    assert timing.extra["threads"] == torch.get_num_threads()
+    assert timing.extra["bytes_moved"] == (256 * 1024 // 2 + 256 * 1024 // 64 * 4) + 256 * 1024 * 4
+    assert timing.extra["allocates_output"] is True
+    gbps = by_key[("toy-ok", "dequantize-256x1024-float32-cpu", "gbps")]
+    assert gbps.kind == "info" and gbps.verdict is None and math.isfinite(gbps.value)
+    for metric in ("kernel_over_copy", "over_dense", "gbps", "copy_gbps", "fraction_of_copy"):
+        assert ("toy-crash", "matmul-b1-256x1024-float32-cpu", metric) in by_key
+    assert not any(r.implementation == "toy-crash" and r.case.startswith("dequantize") for r in results)
+
+
+def test_dtype_and_device_outside_the_capabilities_skip(project: pytest.Pytester) -> None:
+    result = _run_suite(
+        project, "--impl", "toy-f32only", "--fourbit-full-kernels", "-k", "test_dequantize and 256x1024 and bfloat16"
+    )
+    result.assert_outcomes(skipped=2)  # cpu: the dtype; cuda: no GPU (or, with one, the device)
+    out = result.stdout.str()
+    assert "toy-f32only: dtype torch.bfloat16 not in capabilities.dtypes=(torch.float32,)" in out
+    if not torch.cuda.is_available():
+        assert "no CUDA device here" in out
