@@ -42,6 +42,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from harness.errors import InvalidArgument
 from harness.evals.coqa_data import CoqaStory, build_prompt, data_hash, iter_items
 from harness.evals.squad_metrics import exact_match, f1_score, leave_one_out
+from harness.progress import progress_bar
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -235,29 +236,31 @@ def greedy_generate(
     device = next(model.parameters()).device
     outputs: list[str] = [""] * len(contexts)
     start = 0
-    while start < len(roots):
-        group = [roots[start]]
-        rows = len(members[roots[start]])
-        start += 1
-        while start < len(roots) and rows + len(members[roots[start]]) <= batch_size:
-            rows += len(members[roots[start]])
-            group.append(roots[start])
+    with progress_bar("CoQA: generating answers", len(contexts)) as advance:
+        while start < len(roots):
+            group = [roots[start]]
+            rows = len(members[roots[start]])
             start += 1
-        _generate_group(
-            model,
-            tokenizer,
-            encoded,
-            group,
-            members,
-            outputs,
-            until,
-            max_gen_toks,
-            batch_size,
-            pad_id,
-            eos_id,
-            device,
-            first_line,
-        )
+            while start < len(roots) and rows + len(members[roots[start]]) <= batch_size:
+                rows += len(members[roots[start]])
+                group.append(roots[start])
+                start += 1
+            _generate_group(
+                model,
+                tokenizer,
+                encoded,
+                group,
+                members,
+                outputs,
+                until,
+                max_gen_toks,
+                batch_size,
+                pad_id,
+                eos_id,
+                device,
+                first_line,
+            )
+            advance(rows)
     return outputs
 
 
