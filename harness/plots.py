@@ -49,7 +49,11 @@ ERROR_METRICS = ("mse", "mae", "sqnr_db")
 DENSITY_BLOCK_SIZE = 64
 _CASE_BLOCK = re.compile(r"^(?:(?P<data>.*?)-)?block(?P<block>\d+)$")  # "gauss-block64" -> ("gauss", 64)
 
+_MAX_BARS_PER_PANEL = 24
+_LOG_SPAN = 20.0
 _METRIC_NAMES = {
+    "kernel_over_copy": "time / copy time",
+    "over_dense": "time / dense F.linear time",
     "mse": "MSE",
     "mae": "MAE",
     "sqnr_db": "SQNR",
@@ -61,7 +65,14 @@ _METRIC_NAMES = {
     "top1_agreement": "top-1 agreement",
 }
 # Units for metrics that are recorded without one (error statistics are in the weight's own units).
-_DEFAULT_UNITS = {"mse": "weight units²", "mae": "weight units", "sqnr_db": "dB", "ratio_to_copy": "×"}
+_DEFAULT_UNITS = {
+    "mse": "weight units²",
+    "mae": "weight units",
+    "sqnr_db": "dB",
+    "ratio_to_copy": "×",
+    "kernel_over_copy": "×",
+    "over_dense": "×",
+}
 # Known metrics come first in this order (the headline metric first); others follow sorted by name.
 _METRIC_ORDER = ("gbps", "ratio_to_copy", "coqa_f1", "coqa_em", "kld_mean", "top1_agreement")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
@@ -275,13 +286,20 @@ def throughput_figure(results: Sequence[Result]) -> Figure | None:
     units = _units(timing, metrics)
     directions = _directions(timing, metrics)
     colors = _colors(r.implementation for r in results)
-    rows = {metric: _latest(r for r in timing if r.metric == metric) for metric in metrics}
-    bar_counts = [len(rows[metric]) for metric in metrics]
+    panels: list[tuple[str, list[Result]]] = []
+    for metric in metrics:
+        latest = _latest(r for r in timing if r.metric == metric)
+        if len(latest) <= _MAX_BARS_PER_PANEL:
+            panels.append((metric, latest))
+        else:  # a full kernels run: one panel per case, so each stays readable
+            for case in sorted({r.case for r in latest}):
+                panels.append((metric, [r for r in latest if r.case == case]))
+    bar_counts = [len(chosen) for _, chosen in panels]
 
     figure = _figure(width=9.0, height=1.0 + sum(0.9 + 0.32 * n for n in bar_counts))
-    axes = figure.subplots(len(metrics), 1, squeeze=False, height_ratios=[0.9 + 0.32 * n for n in bar_counts])[:, 0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        chosen = sorted(rows[metric], key=lambda r: (r.case, r.implementation))
+    axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=[0.9 + 0.32 * n for n in bar_counts])[:, 0]
+    for ax, (metric, panel) in zip(axes, panels, strict=True):
+        chosen = sorted(panel, key=lambda r: (r.case, r.implementation))
         several_cases = len({r.case for r in chosen}) > 1
         positions = np.arange(len(chosen))[::-1]  # first row at the top
         ax.barh(
@@ -300,7 +318,12 @@ def throughput_figure(results: Sequence[Result]) -> Figure | None:
         ax.set_yticks(
             positions, [f"{r.implementation} · {r.case}" if several_cases else r.implementation for r in chosen]
         )
-        ax.set_xlim(min(0.0, *(r.value for r in chosen)), _upper_limit(chosen) * 1.18)
+        values = [r.value for r in chosen]
+        if min(values) > 0 and max(values) / min(values) > _LOG_SPAN:  # ratios from 0.9x to 100x: log scale
+            ax.set_xscale("log")
+            ax.set_xlim(min(values) / 1.5, _upper_limit(chosen) * 2.5)
+        else:
+            ax.set_xlim(min(0.0, *values), _upper_limit(chosen) * 1.18)
         ax.grid(True, axis="x", alpha=0.3)
         ax.set_xlabel(f"{_METRIC_NAMES.get(metric, metric)} ({units[metric]})")
         cases = "" if several_cases else f" on {chosen[0].case}"

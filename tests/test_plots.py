@@ -346,3 +346,26 @@ def test_plot_file_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     (tmp_path / "throughput.png").mkdir()  # a folder where the file should go
     with pytest.raises(InvalidArgument, match=re.escape(f"throughput.png in directory={str(tmp_path)!r}")):
         write_plots(TIMING, tmp_path, codebooks={})
+
+
+def test_a_full_kernels_run_gets_one_throughput_panel_per_case() -> None:
+    """Past 24 bars a single panel is unreadable: each case gets its own, and ratios spanning 20x+ go log."""
+    timing = [
+        Result(
+            "kernels",
+            f"op{case}",
+            f"impl-{impl:02d}",
+            "kernel_over_copy",
+            1.0 + impl * (10 if case else 1),
+            unit="x",
+            kind="timing",
+        )
+        for case in range(2)
+        for impl in range(15)
+    ]
+    figure = throughput_figure(timing)
+    assert figure is not None
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title().split(" on ")[1].split(":")[0] for ax in panels] == ["op0", "op1"]
+    assert [len(ax.patches) for ax in panels] == [15, 15]
+    assert [ax.get_xscale() for ax in panels] == ["linear", "log"]  # 1..15 vs 1..141
