@@ -270,28 +270,14 @@ def update_baseline(baseline: Baseline, results: Iterable[Result], environment: 
 
     count = 0
     for result in results:
-        key = _key(*result.key)
-        previous = baseline.entries.get(key)
-        runs: tuple[float, ...] = ()
-        value = result.value
+        entry = entry_from_result(result)
         if result.kind == "timing":
+            previous = baseline.entries.get(entry.key)
             kept = previous.runs if previous is not None and previous.kind == "timing" else ()
             runs = (*kept, result.value)[-MAX_FOLDED_RUNS:]
             value, _spread = fold_runs(runs)
-        baseline.entries[key] = BaselineEntry(
-            suite=result.suite,
-            case=result.case,
-            implementation=result.implementation,
-            metric=result.metric,
-            value=value,
-            kind=result.kind,
-            direction=result.direction,
-            unit=result.unit,
-            tolerance=result.tolerance,
-            runs=runs,
-            samples=result.samples if result.kind == "sampled" else (),
-            data_hash=result.data_hash,
-        )
+            entry = replace(entry, value=value, runs=runs)
+        baseline.entries[entry.key] = entry
         count += 1
     baseline.environment = environment
     return count
