@@ -126,6 +126,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="kernels suite: every shape and dtype (4096x11008, 11008x4096, bfloat16) and more rounds; slower",
     )
     group.addoption(
+        "--fourbit-kernel-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kernels suite: torch threads while timing on CPU (default 1: on a shared machine a second thread "
+        "waits for other jobs; 0 keeps torch's default)",
+    )
+    group.addoption(
         "--model",
         default=None,
         metavar="PATH",
@@ -217,6 +225,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from harness.errors import UsageError
 
     config = session.config
+    threads = config.getoption("fourbit_kernel_threads")
+    if threads < 0:
+        raise pytest.UsageError(f"--fourbit-kernel-threads={threads}, expected 0 (torch's default) or more")
     try:
         _registry(config).select(config.getoption("impl"))
     except UsageError as exc:

@@ -1,23 +1,42 @@
-"""Timing that survives a noisy machine: a kernel and a same-size copy, timed in interleaved rounds.
+"""Timing that survives a noisy machine: a kernel and same-run references, timed in interleaved rounds.
 
-Absolute times of memory-bound kernels drift 15-40% on the project's machines, in bursts lasting
-minutes, and the copy slows in step with the kernel (DESIGN.md). So every case times its kernel and a
-reference, a copy into a preallocated tensor of the bytes the kernel must move, in the same process,
-round by round, in random order within each round; the quantity that is stored and gated is the
-per-round ratio kernel/reference. GB/s is reported beside it, never gated.
+Absolute times drift on the project's machines (DESIGN.md), so every case times its kernel and one or more
+references (a copy of the bytes the kernel must move; for a matmul, the dense layer) in the same process,
+round by round, in random order within each round; what is stored and gated is a per-round ratio
+kernel/reference. GB/s is reported beside it, never gated.
 
-On CPU a round is one call between two ``perf_counter`` reads after warm-up; on CUDA it is a pair of
-CUDA events around the call, with the L2 cache flushed before it and a synchronisation after, so no
-call's tail overlaps the next. Rounds stop when the confidence interval of the median ratio is narrower
-than ``target_ci`` (relative), when ``max_rounds`` is reached, or when ``max_seconds`` is spent.
+Clocks. On CUDA a round is a pair of CUDA events around the call, after an L2 flush, synchronised so no
+call's tail overlaps the next. On CPU a round reads two clocks around the call: the process's CPU time
+(``time.process_time_ns``: every thread of the process, user and system, so page faults count) is the gated
+clock, because a round that another job preempted waits without running and only wall time sees the wait;
+wall time (``perf_counter``) gives the GB/s shown. A kernel that sleeps or blocks would hide that from the
+CPU clock; 4-bit kernels compute.
+
+Threads. On CPU the suites time with one torch thread by default (:func:`torch_threads`): on a 2-core machine
+shared with other jobs, a 2-thread op waits for the second core whenever anything else runs, and its time
+then follows the neighbours, not the kernel (scripts/kernel_spread.py measures this; see the README).
+
+Memory. An op that returns a new 64 MiB tensor on CPU gets fresh pages from the kernel on every call when
+the C allocator maps large blocks anew each time (glibc does, past its mmap threshold): the call is then
+mostly page faults (measured here at one thread: bitsandbytes' NF4 dequantize of a 4096x4096 float32 weight
+33 ms with fresh pages, 4 ms when its output reuses freed memory), and which of the two a process sees
+varies between runs. :func:`keep_freed_memory` makes freed memory stay in the process, so every round's output
+reuses resident pages, as a caching allocator (torch's on CUDA, jemalloc, tcmalloc) gives a serving process.
+
+Rounds stop when the confidence interval of every median ratio is narrower than ``target_ci`` (relative),
+when ``max_rounds`` is reached, or when ``max_seconds`` is spent (never before ``min_rounds``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import median
 
@@ -31,7 +50,9 @@ __all__ = [
     "DEFAULT_TARGET_CI",
     "TimingRun",
     "copy_reference",
+    "keep_freed_memory",
     "time_interleaved",
+    "torch_threads",
 ]
 
 DEFAULT_MIN_ROUNDS = 10
@@ -44,7 +65,8 @@ _L2_FLUSH_BYTES = 256 * 1024 * 1024
 
 @dataclass(frozen=True)
 class TimingRun:
-    """The rounds of one case: per-round seconds of the kernel and of the reference copy, and their ratios."""
+    """The rounds of one kernel against one reference: per-round seconds of each on the gated clock, their
+    ratios, and the wall-clock seconds the bandwidths are computed from."""
 
     kernel_seconds: tuple[float, ...]
     reference_seconds: tuple[float, ...]
@@ -52,6 +74,10 @@ class TimingRun:
     device: str
     threads: int
     stopped_by: str  # "ci" | "rounds" | "time"
+    clock: str = "wall"  # "process_cpu" | "wall" | "cuda_events": what kernel_seconds/reference_seconds count
+    kernel_wall_seconds: tuple[float, ...] = ()
+    """Wall-clock seconds per round (empty: the same as kernel_seconds, as with CUDA events)."""
+    reference_wall_seconds: tuple[float, ...] = ()
 
     @property
     def ratios(self) -> tuple[float, ...]:
@@ -63,17 +89,17 @@ class TimingRun:
 
     @property
     def kernel_gbps(self) -> float:
-        """Bytes the kernel must move per median kernel time (shown, never gated)."""
-        return self.bytes_moved / median(self.kernel_seconds) / 1e9
+        """Bytes the kernel must move per median wall-clock kernel time (shown, never gated)."""
+        return self.bytes_moved / median(self.kernel_wall_seconds or self.kernel_seconds) / 1e9
 
     @property
     def copy_gbps(self) -> float:
-        """The same-run copy bandwidth (the reference moves the same bytes)."""
-        return self.bytes_moved / median(self.reference_seconds) / 1e9
+        """The reference's bandwidth for the same bytes (the same-run copy bandwidth when it is the copy)."""
+        return self.bytes_moved / median(self.reference_wall_seconds or self.reference_seconds) / 1e9
 
     @property
     def fraction_of_copy(self) -> float:
-        """Kernel bandwidth as a fraction of the copy's: 1/median ratio (1.0 means as fast as a copy)."""
+        """Kernel bandwidth as a fraction of the reference's: 1/median ratio (1.0 means as fast as a copy)."""
         return 1.0 / self.median_ratio
 
 
@@ -88,10 +114,52 @@ def copy_reference(bytes_moved: int, device: str | torch.device = "cpu") -> Call
     return lambda: target.copy_(source)
 
 
-def _cpu_round(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_KEEP_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> str:
+    """Make this process's C allocator keep freed memory for reuse instead of returning it to the system.
+
+    On glibc (Linux) this is ``mallopt(M_MMAP_MAX, 0)`` (no block gets its own mapping, so none is unmapped on
+    free) and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` (the heap is not trimmed): a later allocation of the same
+    size reuses pages that are already resident. It lasts for the rest of the process and costs at most the
+    peak memory staying mapped. Returns ``"reused"`` when it took effect, ``"system"`` where the C library has
+    no mallopt (not Linux, musl), in which case outputs may be page-fault bound."""
+    if not sys.platform.startswith("linux"):
+        return "system"
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return "system"
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    kept = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES) == 1
+    return "reused" if kept else "system"
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Run the block with ``threads`` torch intra-op threads (0: leave torch's setting); restores it after.
+    Yields the number of threads in effect."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise InvalidArgument(f"threads={threads!r}, expected an int >= 0 (0: torch's default)")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if threads:
+            torch.set_num_threads(before)
+
+
+def _cpu_round(call: Callable[[], object]) -> tuple[float, float]:
+    """(process CPU seconds, wall seconds) of one call."""
+    cpu, wall = time.process_time_ns(), time.perf_counter_ns()
     call()
-    return time.perf_counter() - start
+    wall_end, cpu_end = time.perf_counter_ns(), time.process_time_ns()
+    return (cpu_end - cpu) / 1e9, (wall_end - wall) / 1e9
 
 
 class _CudaTimer:
@@ -100,14 +168,15 @@ class _CudaTimer:
     def __init__(self, device: torch.device) -> None:
         self.flush = torch.empty(_L2_FLUSH_BYTES, dtype=torch.uint8, device=device)
 
-    def __call__(self, call: Callable[[], object]) -> float:
+    def __call__(self, call: Callable[[], object]) -> tuple[float, float]:
         self.flush.zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         call()
         end.record()
         torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
+        seconds = start.elapsed_time(end) / 1e3
+        return seconds, seconds
 
 
 def _ci_width(ratios: list[float]) -> float:
@@ -119,7 +188,7 @@ def _ci_width(ratios: list[float]) -> float:
 
 def time_interleaved(
     kernel: Callable[[], object],
-    reference: Callable[[], object],
+    references: Mapping[str, Callable[[], object]],
     *,
     bytes_moved: int,
     device: str | torch.device = "cpu",
@@ -129,45 +198,90 @@ def time_interleaved(
     target_ci: float = DEFAULT_TARGET_CI,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     seed: int = 0,
-) -> TimingRun:
-    """Time ``kernel`` and ``reference`` in interleaved rounds (random order within each round)."""
+) -> dict[str, TimingRun]:
+    """Time ``kernel`` and every reference in interleaved rounds (random order within each round).
+
+    One kernel call per round serves every reference, so a matmul timed against the copy and the dense layer
+    costs three calls a round, not four. Returns one TimingRun per reference name, sharing the kernel's rounds.
+    """
     from harness.stats import DEFAULT_ROUNDS
 
+    if not isinstance(references, Mapping) or not references or "kernel" in references:
+        raise InvalidArgument(f"references={references!r}, expected a non-empty mapping name -> callable")
     max_rounds = DEFAULT_ROUNDS if max_rounds is None else max_rounds
     if not (isinstance(max_rounds, int) and isinstance(min_rounds, int) and 1 <= min_rounds <= max_rounds):
         raise InvalidArgument(f"min_rounds={min_rounds!r}, max_rounds={max_rounds!r}, expected 1 <= min <= max")
     if not target_ci > 0 or not max_seconds > 0:
         raise InvalidArgument(f"target_ci={target_ci!r}, max_seconds={max_seconds!r}, expected positive numbers")
     device = torch.device(device)
-    timer: Callable[[Callable[[], object]], float] = _CudaTimer(device) if device.type == "cuda" else _cpu_round
+    cuda = device.type == "cuda"
+    timer: Callable[[Callable[[], object]], tuple[float, float]] = _CudaTimer(device) if cuda else _cpu_round
+    calls = {"kernel": kernel, **references}
     for _ in range(warmup):
-        kernel()
-        reference()
-    if device.type == "cuda":
+        for call in calls.values():
+            call()
+    if cuda:
         torch.cuda.synchronize()
     order = random.Random(seed)
-    kernel_times: list[float] = []
-    reference_times: list[float] = []
+    collecting = gc.isenabled()
+    gc.disable()  # a collection inside a round would land on whichever call triggered it (as timeit does)
+    try:
+        return _rounds(calls, timer, order, min_rounds, max_rounds, target_ci, max_seconds, bytes_moved, device)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _rounds(
+    calls: dict[str, Callable[[], object]],
+    timer: Callable[[Callable[[], object]], tuple[float, float]],
+    order: random.Random,
+    min_rounds: int,
+    max_rounds: int,
+    target_ci: float,
+    max_seconds: float,
+    bytes_moved: int,
+    device: torch.device,
+) -> dict[str, TimingRun]:
+    cuda = device.type == "cuda"
+    references = [name for name in calls if name != "kernel"]
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    wall: dict[str, list[float]] = {name: [] for name in calls}
     started = time.perf_counter()
     stopped_by = "rounds"
-    while len(kernel_times) < max_rounds:
-        pair = [("kernel", kernel), ("reference", reference)]
-        order.shuffle(pair)
-        for role, call in pair:
-            (kernel_times if role == "kernel" else reference_times).append(timer(call))
-        if len(kernel_times) >= min_rounds:
-            ratios = [k / r for k, r in zip(kernel_times, reference_times, strict=True)]
-            if _ci_width(ratios) < target_ci:
+    rounds = 0
+    while rounds < max_rounds:
+        names = list(calls)
+        order.shuffle(names)
+        for name in names:
+            gated, elapsed = timer(calls[name])
+            # a CPU clock ticks in whole nanoseconds at best; a zero would make an infinite ratio
+            seconds[name].append(max(gated, 1e-9))
+            wall[name].append(elapsed)
+        rounds += 1
+        if rounds >= min_rounds:
+            widths = [
+                _ci_width([k / r for k, r in zip(seconds["kernel"], seconds[name], strict=True)]) for name in references
+            ]
+            if max(widths) < target_ci:
                 stopped_by = "ci"
                 break
             if time.perf_counter() - started > max_seconds:
                 stopped_by = "time"
                 break
-    return TimingRun(
-        kernel_seconds=tuple(kernel_times),
-        reference_seconds=tuple(reference_times),
-        bytes_moved=bytes_moved,
-        device=str(device),
-        threads=torch.get_num_threads(),
-        stopped_by=stopped_by,
-    )
+    threads = torch.get_num_threads()
+    clock = "cuda_events" if cuda else "process_cpu"
+    return {
+        name: TimingRun(
+            kernel_seconds=tuple(seconds["kernel"]),
+            reference_seconds=tuple(seconds[name]),
+            bytes_moved=bytes_moved,
+            device=str(device),
+            threads=threads,
+            stopped_by=stopped_by,
+            clock=clock,
+            kernel_wall_seconds=() if cuda else tuple(wall["kernel"]),
+            reference_wall_seconds=() if cuda else tuple(wall[name]),
+        )
+        for name in references
+    }

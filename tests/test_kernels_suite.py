@@ -80,7 +80,8 @@ def test_output_bytes_and_page_fault_flag() -> None:
     gemv = suite.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 1)
     assert suite.output_bytes(big, q) == 64 * 2**20
     assert suite.output_bytes(gemv, q) == 4096 * 4
-    assert suite._case_extra(big, q)["page_fault_bound"] is True  # 64 MiB allocated per call
+    assert suite._case_extra(big, q)["page_fault_bound"] is True  # 64 MiB of fresh pages per call
+    assert suite._case_extra(big, q, "reused")["page_fault_bound"] is False  # keep_freed_memory took effect
     assert suite._case_extra(small, q)["page_fault_bound"] is False
     assert suite._case_extra(big, q)["allocates_output"] is True
 
@@ -147,17 +148,27 @@ class FakeRecorder:
     [("regressed", True, True), ("regressed", False, False), ("ok", True, False), (None, False, False)],
 )
 def test_an_ambiguous_regression_is_retimed_once(verdict: str | None, ambiguous: bool, retimed: bool) -> None:
-    runs = iter([_run((3.0,) * 6, (1.0,) * 6), _run((2.0,) * 6, (1.0,) * 6), _run((9.0,) * 6, (1.0,) * 6)])
+    def measured(kernel: float) -> dict[str, TimingRun]:
+        return {"copy": _run((kernel,) * 6, (1.0,) * 6), "dense": _run((kernel,) * 6, (0.5,) * 6)}
+
+    runs = iter([measured(3.0), measured(2.0), measured(9.0)])
     recorder = FakeRecorder(verdict, ambiguous)
-    suite.record_timing(recorder, "kernel_over_copy", "case-1", lambda: next(runs), {"op": "dequantize"})
-    assert len(recorder.previews) == 1 and recorder.previews[0]["value"] == 3.0
-    (stored,) = recorder.recorded
-    assert stored["kind"] == "timing" and stored["direction"] == "lower" and stored["unit"] == "x"
-    assert stored["value"] == (2.0 if retimed else 3.0)  # the second measurement replaces the first
-    assert stored["samples"] == ((2.0 if retimed else 3.0),) * 6
-    assert stored["extra"].get("retimed", False) is retimed
-    assert stored["extra"]["op"] == "dequantize" and stored["extra"]["threads"] == 2
-    assert stored["extra"]["rounds"] == 6
+    extras = {"copy": {"op": "dequantize", "reference": "c"}, "dense": {"op": "dequantize", "reference": "d"}}
+    suite.record_timings(recorder, "case-1", lambda: next(runs), extras)
+    assert [(p["metric"], p["value"]) for p in recorder.previews] == [("kernel_over_copy", 3.0), ("over_dense", 6.0)]
+    by_metric = {stored["metric"]: stored for stored in recorder.recorded}
+    assert set(by_metric) == {"kernel_over_copy", "over_dense"}
+    copy, dense = by_metric["kernel_over_copy"], by_metric["over_dense"]
+    assert copy["kind"] == "timing" and copy["direction"] == "lower" and copy["unit"] == "x"
+    # the second measurement replaces the first, for both references (one kernel run serves both)
+    assert copy["value"] == (2.0 if retimed else 3.0) and dense["value"] == (4.0 if retimed else 6.0)
+    assert copy["samples"] == ((2.0 if retimed else 3.0),) * 6
+    assert copy["extra"].get("retimed", False) is retimed and dense["extra"].get("retimed", False) is retimed
+    if retimed:
+        assert copy["extra"]["first"]["kernel_over_copy"]["value"] == 3.0
+    assert copy["extra"]["reference"] == "c" and dense["extra"]["reference"] == "d"
+    assert copy["extra"]["op"] == "dequantize" and copy["extra"]["threads"] == 2
+    assert copy["extra"]["rounds"] == 6
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -254,13 +265,16 @@ def test_crash_fails_only_its_case_and_unsupported_cases_skip_with_reason(projec
     assert timing.kind == "timing" and timing.direction == "lower" and timing.verdict == "new"
     assert len(timing.samples) == timing.extra["rounds"] >= 5  # one ratio per interleaved round
     assert timing.value == pytest.approx(statistics.median(timing.samples))
-    assert timing.extra["threads"] == torch.get_num_threads()
+    assert timing.extra["threads"] == 1 and timing.extra["clock"] == "process_cpu"  # the defaults on CPU
     assert timing.extra["bytes_moved"] == (256 * 1024 // 2 + 256 * 1024 // 64 * 4) + 256 * 1024 * 4
     assert timing.extra["allocates_output"] is True
     gbps = by_key[("toy-ok", "dequantize-256x1024-float32-cpu", "gbps")]
     assert gbps.kind == "info" and gbps.verdict is None and math.isfinite(gbps.value)
     for metric in ("kernel_over_copy", "over_dense", "gbps", "copy_gbps", "fraction_of_copy"):
         assert ("toy-crash", "matmul-b1-256x1024-float32-cpu", metric) in by_key
+    dense = by_key[("toy-ok", "dequantize-256x1024-float32-cpu", "over_dense")]
+    assert dense.kind == "timing" and dense.extra["reference"].startswith("dense F.linear, batch 16")
+    assert dense.extra["rounds"] == timing.extra["rounds"]  # the same rounds: one kernel call serves both
     assert not any(r.implementation == "toy-crash" and r.case.startswith("dequantize") for r in results)
 
 
@@ -273,3 +287,17 @@ def test_dtype_and_device_outside_the_capabilities_skip(project: pytest.Pytester
     assert "toy-f32only: dtype torch.bfloat16 not in capabilities.dtypes=(torch.float32,)" in out
     if not torch.cuda.is_available():
         assert "no CUDA device here" in out
+
+
+def test_kernel_threads_option(project: pytest.Pytester) -> None:
+    json_path = project.path / "results.json"
+    result = _run_suite(
+        project, "--impl", "toy-ok", "-k", "test_dequantize and 256x1024 and cpu", "--fourbit-kernel-threads", "2",
+        "--fourbit-json", str(json_path),
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    _, results = load_results(json_path)
+    assert {r.extra["threads"] for r in results if r.kind == "timing"} == {2}
+    bad = _run_suite(project, "--impl", "toy-ok", "--fourbit-kernel-threads", "-1")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--fourbit-kernel-threads=-1, expected 0 (torch's default) or more" in bad.stderr.str()

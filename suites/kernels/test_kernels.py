@@ -28,11 +28,12 @@ CUDA cases run on ``cuda`` when a GPU is present (CUDA events, L2 flush) and ski
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,16 @@ from harness.api import QuantizedTensor, Quantizer
 from harness.errors import ImplementationError
 from harness.properties import run_quantize
 from harness.quantizers.identity import IdentityQuantizer
-from harness.stats import DEFAULT_ROUNDS, median_ci
-from harness.timing import DEFAULT_MAX_SECONDS, DEFAULT_MIN_ROUNDS, TimingRun, copy_reference, time_interleaved
+from harness.stats import median_ci
+from harness.timing import (
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_MIN_ROUNDS,
+    TimingRun,
+    copy_reference,
+    keep_freed_memory,
+    time_interleaved,
+    torch_threads,
+)
 
 OPS = ("quantize", "dequantize", "matmul")
 SMALL_SHAPE = (256, 1024)
@@ -62,8 +71,14 @@ BATCHES = (1, 16)
 SEED = 0
 PAGE_FAULT_BYTES = 32 * 1024 * 1024
 """Outputs this large are page-fault bound on CPU when not preallocated (DESIGN.md)."""
-CHEAP_ROUND_SECONDS = 0.05
-"""A round cheaper than this gets one more warm-up call inside time_interleaved (it costs nothing)."""
+WARMUP_SECONDS = 0.05
+MAX_WARMUP_ROUNDS = 50
+"""Untimed rounds before the timed ones: enough to fill WARMUP_SECONDS (one for a 4096x4096 op, which was also
+called once to estimate its cost; up to 50 for a sub-millisecond one). The first rounds of a cheap op run
+slower (the process's heap grows to its working set, caches and branch predictors fill): timed, they made the
+small shape's per-round ratios drift by 2x within a run."""
+MAX_ROUNDS = 400
+"""Cheap cases stop at the CI target, the time cap, or this many rounds."""
 
 
 @dataclass(frozen=True)
@@ -81,19 +96,19 @@ class TimingBudget:
 
 
 DEFAULT_BUDGETS = {
-    "quantize": TimingBudget(case_seconds=0.4, min_rounds_floor=3),
-    "dequantize": TimingBudget(case_seconds=0.4, min_rounds_floor=5),
-    "matmul": TimingBudget(case_seconds=0.3, min_rounds_floor=3),
+    "quantize": TimingBudget(case_seconds=1.5, min_rounds_floor=5),
+    "dequantize": TimingBudget(case_seconds=1.5, min_rounds_floor=5),
+    "matmul": TimingBudget(case_seconds=1.5, min_rounds_floor=5),
 }
-"""Default run: 0.3-0.4 s per timing (cheap cases end at the CI target or at 50 rounds sooner), and at least 5
-rounds; at least 3 for quantize (the slowest op) and for each of matmul's two timings (against the copy and
-against dense). Between-run drift, not the rounds of one run, limits the gate here (see
-scripts/kernel_gate_check.py), so more rounds would cost time without tightening it. With SMALL_SHAPE_SECONDS
-and DEFAULT_QUANTIZE_SHAPES this keeps the default suite for the ~14 built-in implementations within about
-three minutes on a busy 2-core CPU."""
-SMALL_SHAPE_SECONDS = 0.2
-"""Default run, small shape: its ops take well under a millisecond on an idle machine (50 rounds in
-milliseconds); on a busy one every parallel region waits for a CPU and the cap is what ends the timing."""
+"""Default run: 1.5 s of rounds per case (kernel, copy and dense reference interleaved), at least 5 rounds.
+Rounds of one case scatter by about 10% here even on one thread and the CPU clock (other VMs share the
+host), so the error of a run's median, not drift between runs, was most of the run-to-run spread
+(scripts/kernel_spread.py: at 1.0 s a case, 3-9% for the median case): the gate can only catch a 1.2x slowdown
+when that spread is a few percent. Cheap cases end sooner, at the CI target or at MAX_ROUNDS. With
+SMALL_SHAPE_SECONDS and DEFAULT_QUANTIZE_SHAPES the default suite for the 14 built-in implementations takes
+about two minutes here (the README has the measured time)."""
+SMALL_SHAPE_SECONDS = 0.4
+"""Default run, small shape: sub-millisecond ops, so 0.4 s is hundreds of rounds."""
 FULL_BUDGET = TimingBudget(case_seconds=DEFAULT_MAX_SECONDS, min_rounds_floor=DEFAULT_MIN_ROUNDS)
 """--fourbit-full-kernels: the timing module's own defaults (6 s, at least 10 rounds) for every op."""
 
@@ -210,10 +225,11 @@ def run_extra(run: TimingRun) -> dict[str, Any]:
         "rounds": len(run.kernel_seconds),
         "stopped_by": run.stopped_by,
         "threads": run.threads,
+        "clock": run.clock,
         "device": run.device,
         "bytes_moved": run.bytes_moved,
-        "kernel_ms": 1e3 * statistics.median(run.kernel_seconds),
-        "reference_ms": 1e3 * statistics.median(run.reference_seconds),
+        "kernel_ms": 1e3 * statistics.median(run.kernel_wall_seconds or run.kernel_seconds),
+        "reference_ms": 1e3 * statistics.median(run.reference_wall_seconds or run.reference_seconds),
     }
 
 
@@ -244,36 +260,48 @@ class CaseTimer:
         out, self.kernel_seconds = _timed_call(checked, self.case.device)
         return out
 
-    def time_against(self, reference: Callable[[], object], bytes_count: int) -> TimingRun:
-        _, reference_seconds = _timed_call(reference, self.case.device)  # the reference's warm-up
-        round_seconds = self.kernel_seconds + reference_seconds
+    def time_against(self, references: dict[str, Callable[[], object]], bytes_count: int) -> dict[str, TimingRun]:
+        round_seconds = self.kernel_seconds
+        for reference in references.values():  # each reference's warm-up, and its cost
+            round_seconds += _timed_call(reference, self.case.device)[1]
         min_rounds = self.budget.min_rounds(round_seconds)
         return time_interleaved(
             self.kernel,
-            reference,
+            references,
             bytes_moved=bytes_count,
             device=self.case.device,
             min_rounds=min_rounds,
-            max_rounds=max(min_rounds, DEFAULT_ROUNDS),
-            warmup=1 if round_seconds < CHEAP_ROUND_SECONDS else 0,
+            max_rounds=max(min_rounds, MAX_ROUNDS),
+            warmup=min(MAX_WARMUP_ROUNDS, math.ceil(WARMUP_SECONDS / round_seconds)) if round_seconds > 0 else 1,
             max_seconds=self.budget.case_seconds,
         )
 
 
-def record_timing(
-    record: Any, metric: str, case: str, measure: Callable[[], TimingRun], extra: dict[str, Any]
-) -> TimingRun:
-    """Measure and record one ``timing`` metric; a first measurement that regressed ambiguously (the verdict
-    could flip on a re-run, see compare_timing) is re-timed once and the second one is recorded."""
+GATED_REFERENCES = {"copy": "kernel_over_copy", "dense": "over_dense"}
+"""Reference name -> the ``timing`` metric of kernel/reference per round."""
+
+
+def record_timings(
+    record: Any, case: str, measure: Callable[[], dict[str, TimingRun]], extra: dict[str, dict[str, Any]]
+) -> dict[str, TimingRun]:
+    """Measure once and record one ``timing`` metric per reference; if any of them regressed ambiguously (the
+    verdict could flip on a re-run, see compare_timing), every reference is re-timed once and the second
+    measurement is recorded (one kernel run serves all references, so they stay paired)."""
     fields = {"unit": "x", "kind": "timing", "direction": "lower"}
-    run = measure()
-    first = record.preview(metric, case=case, **fields, **timing_fields(run))
+    runs = measure()
+    previews = {
+        name: record.preview(GATED_REFERENCES[name], case=case, **fields, **timing_fields(run))
+        for name, run in runs.items()
+    }
     retimed: dict[str, Any] = {}
-    if first.verdict == "regressed" and first.extra.get("ambiguous"):
-        retimed = {"retimed": True, "first_value": first.value, "first_statistic": first.statistic}
-        run = measure()
-    record(metric, case=case, **fields, **timing_fields(run), extra={**extra, **run_extra(run), **retimed})
-    return run
+    if any(p.verdict == "regressed" and p.extra.get("ambiguous") for p in previews.values()):
+        first = {GATED_REFERENCES[name]: {"value": p.value, "statistic": p.statistic} for name, p in previews.items()}
+        retimed = {"retimed": True, "first": first}
+        runs = measure()
+    for name, run in runs.items():
+        metric = GATED_REFERENCES[name]
+        record(metric, case=case, **fields, **timing_fields(run), extra={**extra[name], **run_extra(run), **retimed})
+    return runs
 
 
 def record_bandwidth(record: Any, case: str, run: TimingRun, extra: dict[str, Any]) -> None:
@@ -306,9 +334,22 @@ def _skip_unsupported(quantizer: Quantizer, case: KernelCase) -> None:
         pytest.skip(f"{quantizer.name}: no matmul (capabilities.has_matmul=False)")
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_weight(shape: tuple[int, int], dtype: torch.dtype, device: str) -> torch.Tensor:
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
+    return weight.to(device=device, dtype=dtype)
+
+
 def _weight(case: KernelCase) -> torch.Tensor:
-    weight = torch.randn(case.shape, generator=torch.Generator().manual_seed(SEED))
-    return weight.to(device=case.device, dtype=case.dtype)
+    """The case's weight (seeded), one tensor per shape, dtype and device, shared by the cases that only read it
+    (the dense reference, quantization through _quantized, which quantizes a clone)."""
+    return _cached_weight(case.shape, case.dtype, case.device)
+
+
+def _fresh_weight(case: KernelCase) -> torch.Tensor:
+    """A copy of the case's weight for an op that takes it as input (quantize), so an implementation that writes
+    into its input cannot change what the next implementation gets."""
+    return _weight(case).clone()
 
 
 def _activations(case: KernelCase) -> torch.Tensor:
@@ -316,8 +357,13 @@ def _activations(case: KernelCase) -> torch.Tensor:
     return x.to(device=case.device, dtype=case.dtype)
 
 
-def _quantized(quantizer: Quantizer, weight: torch.Tensor) -> QuantizedTensor:
-    q = run_quantize(quantizer, weight)
+def _quantized(quantizer: Quantizer, weight: torch.Tensor, case: KernelCase, cache: dict[Any, Any]) -> QuantizedTensor:
+    """The quantized weight of the case, quantized once per implementation, shape, dtype and device in this module
+    (dequantize and both matmul batches share it: quantize is the slowest op, timed in its own test)."""
+    key = (quantizer.name, case.shape, case.dtype, case.device)
+    if key not in cache:
+        cache[key] = run_quantize(quantizer, weight.clone())  # a clone: the shared weight stays untouched
+    q: QuantizedTensor = cache[key]
     if not q.nbytes:
         pytest.skip(f"{quantizer.name}: QuantizedTensor.storage is empty, so the bytes its kernels move are unknown")
     return q
@@ -329,7 +375,7 @@ def _check_output(quantizer: Quantizer, case: KernelCase, out: object, expected:
         raise AssertionError(f"{quantizer.name}: {case.op} on {case.label} returned shape {shape}, expected {expected}")
 
 
-def _case_extra(case: KernelCase, q: QuantizedTensor) -> dict[str, Any]:
+def _case_extra(case: KernelCase, q: QuantizedTensor, output_pages: str = "system") -> dict[str, Any]:
     out_bytes = output_bytes(case, q)
     return {
         "op": case.op,
@@ -339,7 +385,8 @@ def _case_extra(case: KernelCase, q: QuantizedTensor) -> dict[str, Any]:
         "storage_bytes": q.nbytes,
         "allocates_output": True,  # the contract has no out=
         "output_bytes": out_bytes,
-        "page_fault_bound": case.device == "cpu" and out_bytes >= PAGE_FAULT_BYTES,
+        "output_pages": output_pages,
+        "page_fault_bound": case.device == "cpu" and out_bytes >= PAGE_FAULT_BYTES and output_pages != "reused",
         "load_average_1m": _load_average(),
     }
 
@@ -376,50 +423,101 @@ def _warmed_timer(
     return timer
 
 
-def _time_against_copy(record: Any, case: KernelCase, q: QuantizedTensor, timer: CaseTimer) -> None:
-    """Time the warmed kernel against a copy of its bytes; record kernel_over_copy and the bandwidths."""
+def _dense_layer(case: KernelCase, weight: torch.Tensor) -> tuple[Callable[[], object], str]:
+    """The dense layer this weight serves, ``F.linear`` in the case's dtype: at the case's batch for a matmul,
+    at batch 16 for quantize and dequantize (what the dense model would do with the weight instead)."""
+    batch = case.batch or 16
+    x = torch.randn((batch, case.shape[1]), generator=torch.Generator().manual_seed(SEED + 1))
+    x = x.to(device=case.device, dtype=case.dtype)
+    return (lambda: F.linear(x, weight)), f"dense F.linear, batch {batch}, same dtype, shape and device"
+
+
+def _time_case(
+    record: Any, case: KernelCase, q: QuantizedTensor, timer: CaseTimer, weight: torch.Tensor, output_pages: str
+) -> None:
+    """Time the warmed kernel against a copy of its bytes and against the dense layer, in the same rounds;
+    record kernel_over_copy and over_dense (gated) and the bandwidths (shown)."""
     count = bytes_moved(case, q)
-    reference = copy_reference(count, case.device)
-    extra = _case_extra(case, q)
-    run = record_timing(record, "kernel_over_copy", case.label, lambda: timer.time_against(reference, count), extra)
-    record_bandwidth(record, case.label, run, extra)
+    dense, dense_label = _dense_layer(case, weight)
+    references = {"copy": copy_reference(count, case.device), "dense": dense}
+    extra = _case_extra(case, q, output_pages)
+    extras = {"copy": {**extra, "reference": "copy of the bytes moved"}, "dense": {**extra, "reference": dense_label}}
+    runs = record_timings(record, case.label, lambda: timer.time_against(references, count), extras)
+    record_bandwidth(record, case.label, runs["copy"], extras["copy"])
 
 
 # ---------------------------------------------------------------------------------------------- tests
 
 
-def test_quantize(quantizer: Quantizer, kernel_case: KernelCase, record: Any, pytestconfig: pytest.Config) -> None:
+@pytest.fixture(scope="module")
+def quantized_weights() -> dict[Any, Any]:
+    """Quantized weights shared by this module's dequantize and matmul cases (see _quantized)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def output_pages() -> str:
+    """``reused``: outputs reuse freed pages (harness.timing.keep_freed_memory), as with a caching allocator;
+    ``system``: the C library could not be told to, so outputs of 32 MiB and more may be page-fault bound."""
+    return keep_freed_memory()
+
+
+@pytest.fixture
+def timing_threads(pytestconfig: pytest.Config) -> Iterator[int]:
+    """The test runs with ``--fourbit-kernel-threads`` torch threads (default 1; see harness.timing)."""
+    with torch_threads(int(pytestconfig.getoption("fourbit_kernel_threads"))) as threads:
+        yield threads
+
+
+def test_quantize(
+    quantizer: Quantizer,
+    kernel_case: KernelCase,
+    record: Any,
+    pytestconfig: pytest.Config,
+    timing_threads: int,
+    output_pages: str,
+) -> None:
     _skip_unsupported(quantizer, kernel_case)
-    weight = _weight(kernel_case)
+    weight = _fresh_weight(kernel_case)
     timer = CaseTimer(lambda: quantizer.quantize(weight), kernel_case, _budget(pytestconfig, kernel_case))
     q = timer.warm_up(lambda: run_quantize(quantizer, weight))  # ImplementationError names the implementation
     assert isinstance(q, QuantizedTensor)
     if not q.nbytes:
         pytest.skip(f"{quantizer.name}: QuantizedTensor.storage is empty, so the bytes its kernels move are unknown")
-    _time_against_copy(record, kernel_case, q, timer)
+    _time_case(record, kernel_case, q, timer, weight, output_pages)
 
 
-def test_dequantize(quantizer: Quantizer, kernel_case: KernelCase, record: Any, pytestconfig: pytest.Config) -> None:
-    _skip_unsupported(quantizer, kernel_case)
-    q = _quantized(quantizer, _weight(kernel_case))
-    budget = _budget(pytestconfig, kernel_case)
-    timer = _warmed_timer(quantizer, kernel_case, budget, lambda: quantizer.dequantize(q))
-    _time_against_copy(record, kernel_case, q, timer)
-
-
-def test_matmul(quantizer: Quantizer, kernel_case: KernelCase, record: Any, pytestconfig: pytest.Config) -> None:
+def test_dequantize(
+    quantizer: Quantizer,
+    kernel_case: KernelCase,
+    record: Any,
+    pytestconfig: pytest.Config,
+    timing_threads: int,
+    output_pages: str,
+    quantized_weights: dict[Any, Any],
+) -> None:
     _skip_unsupported(quantizer, kernel_case)
     weight = _weight(kernel_case)
-    q = _quantized(quantizer, weight)
+    q = _quantized(quantizer, weight, kernel_case, quantized_weights)
+    budget = _budget(pytestconfig, kernel_case)
+    timer = _warmed_timer(quantizer, kernel_case, budget, lambda: quantizer.dequantize(q))
+    _time_case(record, kernel_case, q, timer, weight, output_pages)
+
+
+def test_matmul(
+    quantizer: Quantizer,
+    kernel_case: KernelCase,
+    record: Any,
+    pytestconfig: pytest.Config,
+    timing_threads: int,
+    output_pages: str,
+    quantized_weights: dict[Any, Any],
+) -> None:
+    _skip_unsupported(quantizer, kernel_case)
+    weight = _weight(kernel_case)
+    q = _quantized(quantizer, weight, kernel_case, quantized_weights)
     x = _activations(kernel_case)
     matmul = quantizer.matmul  # type: ignore[attr-defined]
     budget = _budget(pytestconfig, kernel_case)
     timer = _warmed_timer(quantizer, kernel_case, budget, lambda: matmul(x, q))
-    _time_against_copy(record, kernel_case, q, timer)
-
-    def dense() -> torch.Tensor:
-        return F.linear(x, weight)
-
-    count = bytes_moved(kernel_case, q)
-    extra = {**_case_extra(kernel_case, q), "reference": "dense F.linear of the same dtype, shape and device"}
-    record_timing(record, "over_dense", kernel_case.label, lambda: timer.time_against(dense, count), extra)
+    _time_case(record, kernel_case, q, timer, weight, output_pages)

@@ -1,0 +1,114 @@
+"""harness.timing: interleaved rounds against several references, the CPU clock, the stop rule, threads."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from harness.errors import InvalidArgument
+from harness.timing import TimingRun, copy_reference, time_interleaved, torch_threads
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_one_kernel_round_serves_every_reference() -> None:
+    calls = {"kernel": 0, "fast": 0, "slow": 0}
+
+    def counted(name: str, seconds: float):  # type: ignore[no-untyped-def]
+        def call() -> None:
+            calls[name] += 1
+            _busy(seconds)
+
+        return call
+
+    runs = time_interleaved(
+        counted("kernel", 0.004),
+        {"fast": counted("fast", 0.001), "slow": counted("slow", 0.008)},
+        bytes_moved=1000,
+        min_rounds=12,
+        max_rounds=12,
+        warmup=1,
+        target_ci=1e-9,
+        max_seconds=60,
+    )
+    assert set(runs) == {"fast", "slow"}
+    assert calls == {"kernel": 13, "fast": 13, "slow": 13}  # 1 warm-up + 12 rounds each
+    fast, slow = runs["fast"], runs["slow"]
+    assert fast.kernel_seconds == slow.kernel_seconds and len(fast.ratios) == 12
+    assert fast.clock == "process_cpu" and fast.stopped_by == "rounds"
+    # busy waits of 4 ms against 1 ms and 8 ms: ratios near 4 and 0.5 (a loose band: the machine is shared)
+    assert 2.5 < fast.median_ratio < 6 and 0.3 < slow.median_ratio < 0.8
+    assert len(fast.kernel_wall_seconds) == 12 and fast.kernel_gbps > 0
+
+
+def test_the_gated_cpu_clock_does_not_count_a_wait() -> None:
+    """A round that waits (preempted by another job, or sleeping) costs wall time but no CPU time."""
+    runs = time_interleaved(
+        lambda: time.sleep(0.01), {"busy": lambda: _busy(0.002)}, bytes_moved=1000, min_rounds=5, max_rounds=5,
+        warmup=0,
+    )  # fmt: skip
+    run = runs["busy"]
+    assert min(run.kernel_wall_seconds) >= 0.01
+    assert max(run.kernel_seconds) < 0.005  # the sleep took no CPU
+    assert run.median_ratio < 1.0  # so the gated ratio is kernel CPU / reference CPU
+
+
+def test_rounds_stop_at_the_time_cap_after_min_rounds() -> None:
+    start = time.perf_counter()
+    run = time_interleaved(
+        lambda: _busy(0.002), {"copy": lambda: _busy(0.002)}, bytes_moved=10, min_rounds=5, max_rounds=10_000,
+        target_ci=1e-9, max_seconds=0.1, warmup=0,
+    )["copy"]  # fmt: skip
+    assert run.stopped_by == "time" and len(run.ratios) >= 5
+    assert time.perf_counter() - start < 5
+
+
+def test_rounds_stop_once_the_ci_is_narrow() -> None:
+    run = time_interleaved(
+        lambda: _busy(0.001), {"copy": lambda: _busy(0.001)}, bytes_moved=10, min_rounds=10, max_rounds=10_000,
+        target_ci=10.0, max_seconds=60, warmup=0,
+    )["copy"]  # fmt: skip
+    assert run.stopped_by == "ci" and len(run.ratios) == 10
+
+
+def test_timing_run_bandwidths_use_wall_time() -> None:
+    run = TimingRun(
+        (1.0, 1.0, 1.0), (0.5, 0.5, 0.5), bytes_moved=2_000_000_000, device="cpu", threads=1, stopped_by="rounds",
+        clock="process_cpu", kernel_wall_seconds=(2.0, 2.0, 2.0), reference_wall_seconds=(1.0, 1.0, 1.0),
+    )  # fmt: skip
+    assert run.kernel_gbps == 1.0 and run.copy_gbps == 2.0  # from the wall-clock medians
+    assert run.median_ratio == 2.0 and run.fraction_of_copy == 0.5  # from the gated clock
+
+
+def test_torch_threads_sets_and_restores() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(1) as threads:
+        assert threads == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with torch_threads(0) as threads:  # 0: torch's own setting
+        assert threads == before
+    with pytest.raises(InvalidArgument, match=r"threads=-1, expected an int >= 0"), torch_threads(-1):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("references", "match"),
+    [({}, "expected a non-empty mapping"), ({"kernel": lambda: None}, "expected a non-empty mapping")],
+)
+def test_bad_references_are_refused(references: dict, match: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidArgument, match=match):
+        time_interleaved(lambda: None, references, bytes_moved=10)
+
+
+def test_copy_reference_moves_the_bytes() -> None:
+    copy = copy_reference(2048)
+    out = copy()
+    assert isinstance(out, torch.Tensor) and out.numel() == 1024 and bool((out == 1).all())
+    with pytest.raises(InvalidArgument, match=r"bytes_moved=1, expected an int >= 2"):
+        copy_reference(1)
