@@ -7,7 +7,7 @@ and the arithmetic explain, and :func:`compare_pair` measures each:
   raw *code* agreement does not. Levels are compared by their rank among the codebook's distinct values,
   so codebooks that differ only by rounding (torchao's NF4 table has 4 decimals) still line up.
 * Where the levels differ, ``y = x / scale`` must lie within a few ulp of the compute dtype
-  (``properties._COMPUTE_ULPS``, the nearest-code tolerance) of a decision midpoint between them. Each
+  (``properties.COMPUTE_ULPS``, the nearest-code tolerance) of a decision midpoint between them. Each
   side's level is judged against its *own* codebook's midpoints (so values between the two tables'
   midpoints are allowed) and against ``x / absmax`` or, under double quantization, ``x / its own stored
   scale`` (so 8-bit scales may move the decision). Disagreements explained only by the table or only by
@@ -36,12 +36,12 @@ from rich.table import Table
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, QuantizedTensor, Quantizer
 from harness.packing import packed_size
 from harness.properties import (
-    _COMPUTE_ULPS,
-    _OUTPUT_ULPS,
+    COMPUTE_ULPS,
+    OUTPUT_ULPS,
     NotApplicable,
-    _max_half_gap,
     describe_element,
     double_quant_bound,
+    max_half_gap,
 )
 from harness.quantizers.blockwise import absmax_per_block
 from harness.results import Result
@@ -59,7 +59,7 @@ __all__ = [
     "ulp",
 ]
 
-MIDPOINT_ULPS = _COMPUTE_ULPS
+MIDPOINT_ULPS = COMPUTE_ULPS
 """How far (in compute-dtype ulps) from a decision midpoint two implementations may still disagree: the same
 allowance the nearest-code property gives one implementation (rounding of x / scale, of the midpoint, and of
 distance comparisons)."""
@@ -106,7 +106,7 @@ class LevelGrid:
 
     def half_gap(self) -> float:
         """The farthest any y in [-1, 1] lies from its nearest level: the rounding error bound per unit scale."""
-        return _max_half_gap(self.levels, -1.0, 1.0)
+        return max_half_gap(self.levels, -1.0, 1.0)
 
 
 def level_grid(codebook: Sequence[float]) -> LevelGrid:
@@ -359,7 +359,7 @@ def compare_pair(
     half_gap = max(a.grid.half_gap(), b.grid.half_gap())
     largest_level = max(a.grid.largest_magnitude, b.grid.largest_magnitude)
     # |x_hat| <= largest level * scale, rounded to float32 and to its own dtype: eps * that bounds each rounding
-    rounding = _OUTPUT_ULPS * largest_level * (
+    rounding = OUTPUT_ULPS * largest_level * (
         a.scales * (torch.finfo(a.xhat.dtype).eps + torch.finfo(torch.float32).eps)
         + b.scales * (torch.finfo(b.xhat.dtype).eps + torch.finfo(torch.float32).eps)
     ) + 2 * (torch.finfo(a.xhat.dtype).smallest_normal + torch.finfo(b.xhat.dtype).smallest_normal)

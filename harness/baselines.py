@@ -342,9 +342,26 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
     return replace(result, baseline=entry.value, verdict=comparison.verdict, statistic=comparison.statistic)
 
 
-def apply_verdict(result: Result, baseline: Baseline | None) -> Result:
-    """Compare with ``baseline`` when there is one (no baseline file at all: every metric is new)."""
-    return compare_result(result, None if baseline is None else baseline.get(result))
+def apply_verdict(result: Result, baseline: Baseline | None, machine: str | None = None) -> Result:
+    """Compare with ``baseline`` when there is one (no baseline file at all: every metric is new).
+
+    ``machine`` is this run's :func:`harness.environment.timing_machine`: a timing whose baseline was written on
+    other hardware is not compared (verdict new, with both machines named), since the same environment key
+    (``cpu-x86_64``) covers CPUs whose kernel/copy ratios differ."""
+    entry = None if baseline is None else baseline.get(result)
+    if result.kind == "timing" and entry is not None and machine is not None and baseline is not None:
+        from harness.environment import timing_machine
+
+        stored = timing_machine(baseline.environment) if baseline.environment else None
+        if stored is not None and stored != machine:
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="new",
+                statistic=f"baseline timed on {stored}, this run on {machine}: not compared (write a baseline on "
+                "this machine: fourbit baseline update)",
+            )
+    return compare_result(result, entry)
 
 
 def missing_entries(baseline: Baseline, results: Iterable[Result], scope: Iterable[tuple[str, ...]]) -> list[Result]:

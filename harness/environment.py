@@ -133,6 +133,17 @@ def environment_fingerprint() -> dict[str, Any]:
     }
 
 
+def timing_machine(fingerprint: dict[str, Any]) -> str:
+    """The hardware a timing ratio belongs to: the GPU's name, else the CPU model and its core count. Ratios
+    to a same-run reference cancel a machine's drift, not a different machine (another CPU can have another
+    balance of compute and memory bandwidth), so timings are compared only on the machine they came from."""
+    cuda = fingerprint.get("cuda")
+    if cuda:
+        return f"{cuda.get('device')} (CUDA)"
+    cpu = fingerprint.get("cpu") or {}
+    return f"{cpu.get('model')}, {cpu.get('count')} cores"
+
+
 def environment_key(fingerprint: dict[str, Any] | None = None) -> str:
     """The baseline file stem: ``cuda-sm<major><minor>`` with a GPU, else ``cpu-<machine>``."""
     fingerprint = environment_fingerprint() if fingerprint is None else fingerprint

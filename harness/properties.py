@@ -28,6 +28,8 @@ from harness.packing import packed_size, unpack_nibbles
 
 __all__ = [
     "CANONICAL_TOLERANCE",
+    "COMPUTE_ULPS",
+    "OUTPUT_ULPS",
     "NotApplicable",
     "PropertyViolation",
     "block_absmax",
@@ -50,6 +52,7 @@ __all__ = [
     "check_zero_blocks",
     "describe_element",
     "double_quant_bound",
+    "max_half_gap",
     "run_dequantize",
     "run_quantize",
 ]
@@ -59,11 +62,11 @@ CANONICAL_TOLERANCE = {"nf4": 1e-6, "fp4": 1e-6, "af4": 2e-4}
 NF4 and FP4 are exact constructions (1e-6 is a few float32 ulp); AF4's published tables carry 8 decimals
 but match the construction only to about 1e-4."""
 
-_COMPUTE_ULPS = 4
+COMPUTE_ULPS = 4
 """How many compute-dtype ulps a decision may be off at a midpoint (division, midpoint and threshold rounding)."""
 
 
-_OUTPUT_ULPS = 4
+OUTPUT_ULPS = 4
 """Ulps of the output dtype (and of float32) a reconstruction may be off by: decoders may round the level,
 the scale and their product separately in a 16-bit dtype."""
 
@@ -358,7 +361,7 @@ def check_decode_consistency(quantizer: Quantizer, x: torch.Tensor, q: Quantized
     # level * scale + offset may cancel (and a reported float32 offset is itself rounded). A wrong code or
     # scale is off by a level gap, far beyond this.
     terms = product.abs() + (offsets.abs() if isinstance(offsets, torch.Tensor) else 0.0)
-    tolerance = _OUTPUT_ULPS * (_ulp_bound(expected, x.dtype) + _ulp_bound(terms, torch.float32))
+    tolerance = OUTPUT_ULPS * (_ulp_bound(expected, x.dtype) + _ulp_bound(terms, torch.float32))
     bad = (actual - expected).abs() > tolerance
     if bool(bad.any()):
         index = int(((actual - expected).abs() - tolerance).argmax())
@@ -436,7 +439,7 @@ def check_nearest(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor) -> 
         best = distance.min(dim=1).values
         chosen = distance.gather(1, codes[:, None]).squeeze(1)
         offset_abs = offsets.abs().squeeze(1) if isinstance(offsets, torch.Tensor) else 0.0
-        tolerance = _COMPUTE_ULPS * eps * (flat.abs() + offset_abs + scales.abs() * float(levels.abs().max()))
+        tolerance = COMPUTE_ULPS * eps * (flat.abs() + offset_abs + scales.abs() * float(levels.abs().max()))
         excess = chosen - best - tolerance
         ok |= excess <= 0
         reports.append((excess, best, chosen, representable, scales))
@@ -479,7 +482,7 @@ def check_monotone(quantizer: Quantizer, x: torch.Tensor, xhat: torch.Tensor) ->
         )
 
 
-def _max_half_gap(levels: torch.Tensor, low: float, high: float) -> float:
+def max_half_gap(levels: torch.Tensor, low: float, high: float) -> float:
     """The largest distance from any y in [low, high] to its nearest level.
 
     Distance to the nearest level is piecewise linear in y, so its maximum is at a
@@ -500,7 +503,7 @@ def check_roundtrip_bound(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTen
     flat, out = x.reshape(-1).double(), xhat.reshape(-1).double()
     true = _true_scales(quantizer, x)
     if true is not None:
-        half_gap = _max_half_gap(levels, -1.0, 1.0)
+        half_gap = max_half_gap(levels, -1.0, 1.0)
         scale_error = double_quant_bound(spec, true)
         per_element_scale = _per_element(true, numel, spec.block_size)
         bound = half_gap * per_element_scale + float(levels.abs().max()) * _per_element(
@@ -509,11 +512,11 @@ def check_roundtrip_bound(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTen
         basis = f"half gap {half_gap:.6g} x absmax"
     else:
         scales = _per_element(_reported_scales(quantizer, q, prop), numel, spec.block_size)
-        half_gap = _max_half_gap(levels, float(levels.min()), float(levels.max()))
+        half_gap = max_half_gap(levels, float(levels.min()), float(levels.max()))
         bound = half_gap * scales
         basis = f"half gap {half_gap:.6g} x reported scale"
     eps = torch.finfo(quantizer.capabilities.compute_dtype_for(x.dtype)).eps
-    bound = bound * (1 + _COMPUTE_ULPS * eps) + _OUTPUT_ULPS * (
+    bound = bound * (1 + COMPUTE_ULPS * eps) + OUTPUT_ULPS * (
         _ulp_bound(out, x.dtype) + _ulp_bound(flat, torch.float32)
     )
     error = (flat - out).abs()

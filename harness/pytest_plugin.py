@@ -52,6 +52,7 @@ class _RunState:
     deselected: bool = False
     input_exclusions: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     known_bug_items: set[str] = field(default_factory=set)
+    machine: str | None = None
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -241,6 +242,16 @@ def _baseline_dir(config: pytest.Config) -> Path | None:
         return Path(explicit)
     default = Path(config.rootpath) / "baselines"
     return default if default.is_dir() else None
+
+
+def _timing_machine(config: pytest.Config) -> str:
+    """This machine as timing baselines know it (harness.environment.timing_machine), computed once."""
+    state = config.stash[_STATE]
+    if state.machine is None:
+        from harness.environment import environment_fingerprint, timing_machine
+
+        state.machine = timing_machine(environment_fingerprint())
+    return state.machine
 
 
 def _load_baseline(config: pytest.Config) -> None:
@@ -608,7 +619,7 @@ class Recorder:
             return result
         from harness.baselines import apply_verdict
 
-        return apply_verdict(result, config.stash[_STATE].baseline)
+        return apply_verdict(result, config.stash[_STATE].baseline, _timing_machine(config))
 
     def __call__(self, metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
         result = self.preview(metric, value, case=case, **fields)

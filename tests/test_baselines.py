@@ -33,6 +33,7 @@ from harness.baselines import (
     save_baseline,
     update_baseline,
 )
+from harness.environment import timing_machine
 from harness.errors import BaselineFormatError
 from harness.results import Result
 
@@ -501,3 +502,17 @@ def test_compare_runs_timing_uses_the_old_run_as_a_one_run_baseline() -> None:
     assert compared.verdict == "regressed", compared.statistic
     (same,) = compare_runs([old], [_timing(1.0)])
     assert same.verdict == "ok", same.statistic
+
+
+def test_timing_baselines_from_other_hardware_are_not_compared() -> None:
+    epyc = {"cpu": {"model": "AMD EPYC", "count": 2, "machine": "x86_64"}, "cuda": None}
+    baseline = dataclasses.replace(_baseline(TIMING_ENTRY, _entry("mse", 1.0)), environment=epyc)
+    here = timing_machine(epyc)
+    assert here == "AMD EPYC, 2 cores"
+    assert apply_verdict(_timing(1.5), baseline, here).verdict == "regressed"  # same machine: compared
+    laptop = timing_machine({"cpu": {"model": "Intel Core i7", "count": 8}})
+    compared = apply_verdict(_timing(1.5), baseline, laptop)
+    assert compared.verdict == "new" and compared.baseline == TIMING_ENTRY.value
+    assert "baseline timed on AMD EPYC, 2 cores, this run on Intel Core i7, 8 cores: not compared" in compared.statistic
+    assert apply_verdict(_result("mse", 2.0), baseline, laptop).verdict == "regressed"  # exact: compared anywhere
+    assert timing_machine({"cuda": {"device": "NVIDIA H100"}, "cpu": epyc["cpu"]}) == "NVIDIA H100 (CUDA)"

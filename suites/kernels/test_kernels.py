@@ -1,12 +1,20 @@
 """Kernel throughput that holds on a noisy machine: quantize, dequantize and matmul of every implementation.
 
-Each case times the kernel against a copy of the bytes the kernel must move, in interleaved rounds
-(:func:`harness.timing.time_interleaved`), because absolute times on the project's machines drift 15-40%
-in bursts and the copy drifts with them (DESIGN.md). What is gated is the per-round ratio:
+Each case times its kernel against two references in the same interleaved rounds
+(:func:`harness.timing.time_interleaved`, random order within a round): a copy of the bytes the kernel must
+move, and the dense layer the weight serves (``F.linear`` in the same dtype and shape; batch 16 for quantize
+and dequantize, the case's batch for matmul). Absolute times on the project's machines drift between runs
+(DESIGN.md); per-round ratios cancel what the kernel and its reference share. Gated (kind ``timing``, lower
+is better, samples = the rounds' ratios):
 
-* ``kernel_over_copy`` (kind ``timing``, lower is better): kernel time / copy time, samples = the rounds;
-* ``over_dense`` (matmul only, kind ``timing``): kernel time / dense ``F.linear`` of the same dtype and shape;
-* ``gbps``, ``copy_gbps``, ``fraction_of_copy`` (kind ``info``): shown, never gated.
+* ``kernel_over_copy``: kernel time / copy time;
+* ``over_dense``: kernel time / dense layer time. Both are gated because neither reference tracks every kernel:
+  a compute-bound kernel drifts with the dense layer more than with the copy, a memory-bound one the other way;
+
+and shown, never gated (kind ``info``): ``gbps``, ``copy_gbps``, ``fraction_of_copy``.
+
+On CPU the rounds run on one torch thread (``--fourbit-kernel-threads``), are timed on the process's CPU
+clock, and outputs reuse freed memory (harness.timing explains all three with what was measured).
 
 Bytes a kernel must move (the copy moves as many: half read, half written), see :func:`bytes_moved`:
 
@@ -16,14 +24,14 @@ Bytes a kernel must move (the copy moves as many: half read, half written), see 
 
 The decoded ``codes``/``scales`` a QuantizedTensor reports for the suites are not counted: only what the
 implementation keeps. The contract has no ``out=``, so every op allocates its output
-(``extra["allocates_output"]``); on CPU an output of 32 MiB or more is then page-fault bound
-(``extra["page_fault_bound"]``) while the copy's target is preallocated: that cost is the kernel's.
+(``extra["allocates_output"]``); where the C allocator could not be told to keep freed memory
+(``extra["output_pages"] == "system"``), outputs of 32 MiB or more are page-fault bound
+(``extra["page_fault_bound"]``).
 
 Default run: 4096x4096 (a 7B-class projection; quantize: 1024x4096, see DEFAULT_QUANTIZE_SHAPES) and
-256x1024, float32, batch 1 (gemv) and 16, with a short time cap per case (about three minutes for the ~14
-built-in implementations on a busy 2-core CPU).
-``--fourbit-full-kernels`` adds 4096x11008, 11008x4096 and bfloat16, and times each case longer.
-CUDA cases run on ``cuda`` when a GPU is present (CUDA events, L2 flush) and skip without one.
+256x1024, float32, batch 1 (gemv) and 16, 1.5 s of rounds per case (about two minutes for the 14 built-in
+implementations here). ``--fourbit-full-kernels`` adds 4096x11008, 11008x4096 and bfloat16, and times each
+case longer. CUDA cases run on ``cuda`` when a GPU is present (CUDA events, L2 flush) and skip without one.
 """
 
 from __future__ import annotations
