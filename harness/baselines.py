@@ -51,7 +51,13 @@ DEFAULT_EXACT_REL_TOL = 1e-6
 DEFAULT_MIN_EFFECT = 0.10
 """Timing: a ratio must move by more than this (and significantly) to count; see DESIGN.md for why."""
 
-Verdict = Literal["ok", "improved", "regressed", "new", "missing"]
+CONTENDED_CPU_SHARE = 0.85
+"""Timing: a run whose rounds got less than this share of their CPUs (``extra["cpu_share"]``, see
+harness.timing.TimingRun.cpu_share) cannot show a regression: one that crosses the gate is ``inconclusive``.
+On the project's 2-core machine a single-threaded timing got 0.95-1.0 while one other job ran, and its
+dequantize/copy ratios rose 20-24% (a false regression) at load 3."""
+
+Verdict = Literal["ok", "improved", "regressed", "new", "missing", "inconclusive"]
 
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``MIGRATIONS[v]`` turns a schema-``v`` document into a schema-``v + 1`` one. Schema 1 is the first
@@ -323,6 +329,17 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
         comparison = stats.compare_timing(
             result.samples, entry.value, entry.runs or (entry.value,), direction=direction, min_effect=min_effect
         )
+        share = result.extra.get("cpu_share")
+        if comparison.verdict == "regressed" and isinstance(share, (int, float)) and share < CONTENDED_CPU_SHARE:
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="inconclusive",
+                statistic=f"{comparison.statistic}; but the rounds got {share:.0%} of their CPU (other jobs held the "
+                f"rest; under {CONTENDED_CPU_SHARE:.0%} a slowdown cannot be told from contention): inconclusive, "
+                "re-run on a quieter machine",
+                extra={**result.extra, "contended": True},
+            )
         if comparison.ambiguous:
             extra = {**result.extra, "ambiguous": True}
             return replace(

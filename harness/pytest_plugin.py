@@ -483,7 +483,7 @@ class _SessionReporter:
         bad = [
             r
             for r in state.results_by_item.get(item.nodeid, [])
-            if r.verdict == "regressed" or (strict and r.verdict == "new")
+            if r.verdict == "regressed" or (strict and r.verdict in ("new", "inconclusive"))
         ]
         if bad:
             from harness.report import regression_message

@@ -33,7 +33,14 @@ __all__ = [
 
 _MAX_IMPLEMENTATION_COLUMNS = 8
 _STYLE = {"pass": "green", "FAIL": "bold red", "known": "magenta", "skip": "yellow", "-": "dim"}
-_VERDICT_STYLE = {"ok": "", "improved": "green", "regressed": "bold red", "new": "cyan", "missing": "yellow"}
+_VERDICT_STYLE = {
+    "ok": "",
+    "improved": "green",
+    "regressed": "bold red",
+    "new": "cyan",
+    "missing": "yellow",
+    "inconclusive": "magenta",
+}
 _T = TypeVar("_T")
 _SUMMARY_METRICS = {
     "agreement": ("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff")
@@ -104,7 +111,7 @@ def _cell(result: Result) -> Text:
     if result.verdict == "missing":
         return Text("missing", style=_VERDICT_STYLE["missing"])
     text = _format_value(result.value)
-    if result.verdict in ("regressed", "improved") and result.baseline is not None:
+    if result.verdict in ("regressed", "improved", "inconclusive") and result.baseline is not None:
         text += f" (was {_format_value(result.baseline)})"
     return Text(text, style=_VERDICT_STYLE.get(result.verdict or "", ""))
 
@@ -174,11 +181,11 @@ def verdict_counts(results: Iterable[Result]) -> dict[str, int]:
 
 def render_comparison(compared: Sequence[Result], *, old_label: str = "old", new_label: str = "new") -> Group:
     """``fourbit compare``: each metric's old and new value side by side with its verdict, regressions first."""
-    order = {"regressed": 0, "missing": 1, "new": 2, "improved": 3, "ok": 4}
+    order = {"regressed": 0, "inconclusive": 1, "missing": 2, "new": 3, "improved": 4, "ok": 5}
     table = Table(title=f"fourbit compare: {old_label} -> {new_label}")
     for column in ("suite", "implementation", "case", "metric", "old", "new", "verdict"):
         table.add_column(column, justify="right" if column in ("old", "new") else "left")
-    for r in sorted(compared, key=lambda r: order.get(r.verdict or "", 5)):
+    for r in sorted(compared, key=lambda r: order.get(r.verdict or "", 6)):
         verdict = r.verdict or "-"
         table.add_row(
             *(Text(field) for field in (r.suite, r.implementation, r.case, r.metric)),

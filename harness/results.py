@@ -31,7 +31,9 @@ KINDS = ("exact", "timing", "sampled", "info")
 """exact: deterministic; timing: noisy, compared as interleaved ratios; sampled: accuracy over items;
 info: shown and stored, never gated (absolute GB/s, which drifts with the machine)."""
 DIRECTIONS = ("higher", "lower")
-VERDICTS = ("ok", "improved", "regressed", "new", "missing")
+VERDICTS = ("ok", "improved", "regressed", "new", "missing", "inconclusive")
+"""``inconclusive``: a timing that would have regressed while other jobs held the CPU (see
+harness.baselines.CONTENDED_CPU_SHARE): not a pass, not a failure (fails only under --strict)."""
 
 Kind = Literal["exact", "timing", "sampled", "info"]
 Direction = Literal["higher", "lower"]

@@ -88,6 +88,20 @@ class TimingRun:
         return float(median(self.ratios))
 
     @property
+    def cpu_share(self) -> float | None:
+        """CPU time per wall time per thread over the rounds (kernel and reference): about 1.0 when the timing
+        had its CPUs to itself, 0.6 when other jobs held them 40% of the time. None without a CPU clock.
+
+        Waits do not count on the CPU clock, but a job that shares a core also evicts the kernel's caches
+        between time slices, which does: measured here, dequantize/copy ratios rose 20-24% at load 3 on two
+        cores. So a timing with a low share is not trusted to show a regression (see compare_timing)."""
+        if self.clock != "process_cpu" or not self.kernel_wall_seconds:
+            return None
+        cpu = sum(self.kernel_seconds) + sum(self.reference_seconds)
+        wall = sum(self.kernel_wall_seconds) + sum(self.reference_wall_seconds)
+        return cpu / (wall * max(1, self.threads)) if wall > 0 else None
+
+    @property
     def kernel_gbps(self) -> float:
         """Bytes the kernel must move per median wall-clock kernel time (shown, never gated)."""
         return self.bytes_moved / median(self.kernel_wall_seconds or self.kernel_seconds) / 1e9

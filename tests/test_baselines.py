@@ -516,3 +516,18 @@ def test_timing_baselines_from_other_hardware_are_not_compared() -> None:
     assert "baseline timed on AMD EPYC, 2 cores, this run on Intel Core i7, 8 cores: not compared" in compared.statistic
     assert apply_verdict(_result("mse", 2.0), baseline, laptop).verdict == "regressed"  # exact: compared anywhere
     assert timing_machine({"cuda": {"device": "NVIDIA H100"}, "cpu": epyc["cpu"]}) == "NVIDIA H100 (CUDA)"
+
+
+@pytest.mark.parametrize(
+    ("scale", "share", "verdict"),
+    [(1.5, 0.6, "inconclusive"), (1.5, 0.95, "regressed"), (1.5, None, "regressed"), (1 / 1.5, 0.6, "improved"),
+     (1.0, 0.6, "ok")],
+)  # fmt: skip
+def test_a_timing_regression_under_cpu_contention_is_inconclusive(
+    scale: float, share: float | None, verdict: str
+) -> None:
+    compared = compare_result(_timing(scale, extra={"cpu_share": share}), TIMING_ENTRY)
+    assert compared.verdict == verdict, compared.statistic
+    if verdict == "inconclusive":
+        assert "the rounds got 60% of their CPU" in compared.statistic and compared.extra["contended"] is True
+        assert "+50.0%" in compared.statistic  # the measured change is still shown

@@ -145,7 +145,13 @@ class FakeRecorder:
 
 @pytest.mark.parametrize(
     ("verdict", "ambiguous", "retimed"),
-    [("regressed", True, True), ("regressed", False, False), ("ok", True, False), (None, False, False)],
+    [
+        ("regressed", True, True),
+        ("regressed", False, False),
+        ("inconclusive", False, True),
+        ("ok", True, False),
+        (None, False, False),
+    ],
 )
 def test_an_ambiguous_regression_is_retimed_once(verdict: str | None, ambiguous: bool, retimed: bool) -> None:
     def measured(kernel: float) -> dict[str, TimingRun]:
@@ -168,6 +174,7 @@ def test_an_ambiguous_regression_is_retimed_once(verdict: str | None, ambiguous:
         assert copy["extra"]["first"]["kernel_over_copy"]["value"] == 3.0
     assert copy["extra"]["reference"] == "c" and dense["extra"]["reference"] == "d"
     assert copy["extra"]["op"] == "dequantize" and copy["extra"]["threads"] == 2
+    assert recorder.previews[0]["extra"] == {"cpu_share": None}  # the clock of _run is wall time: no share
     assert copy["extra"]["rounds"] == 6
 
 

@@ -45,6 +45,7 @@ def test_one_kernel_round_serves_every_reference() -> None:
     # busy waits of 4 ms against 1 ms and 8 ms: ratios near 4 and 0.5 (a loose band: the machine is shared)
     assert 2.5 < fast.median_ratio < 6 and 0.3 < slow.median_ratio < 0.8
     assert len(fast.kernel_wall_seconds) == 12 and fast.kernel_gbps > 0
+    assert fast.cpu_share is not None and 0.3 < fast.cpu_share <= 1.05  # busy waits: on a CPU unless preempted
 
 
 def test_the_gated_cpu_clock_does_not_count_a_wait() -> None:
@@ -57,6 +58,7 @@ def test_the_gated_cpu_clock_does_not_count_a_wait() -> None:
     assert min(run.kernel_wall_seconds) >= 0.01
     assert max(run.kernel_seconds) < 0.005  # the sleep took no CPU
     assert run.median_ratio < 1.0  # so the gated ratio is kernel CPU / reference CPU
+    assert run.cpu_share is not None and run.cpu_share < 0.5  # mostly waiting: 10 ms asleep per 2 ms busy
 
 
 def test_rounds_stop_at_the_time_cap_after_min_rounds() -> None:

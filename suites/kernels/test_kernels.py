@@ -236,6 +236,7 @@ def run_extra(run: TimingRun) -> dict[str, Any]:
         "clock": run.clock,
         "device": run.device,
         "bytes_moved": run.bytes_moved,
+        "cpu_share": None if run.cpu_share is None else round(run.cpu_share, 3),
         "kernel_ms": 1e3 * statistics.median(run.kernel_wall_seconds or run.kernel_seconds),
         "reference_ms": 1e3 * statistics.median(run.reference_wall_seconds or run.reference_seconds),
     }
@@ -293,16 +294,19 @@ def record_timings(
     record: Any, case: str, measure: Callable[[], dict[str, TimingRun]], extra: dict[str, dict[str, Any]]
 ) -> dict[str, TimingRun]:
     """Measure once and record one ``timing`` metric per reference; if any of them regressed ambiguously (the
-    verdict could flip on a re-run, see compare_timing), every reference is re-timed once and the second
-    measurement is recorded (one kernel run serves all references, so they stay paired)."""
+    verdict could flip on a re-run, see compare_timing) or inconclusively (other jobs held the CPU), every
+    reference is re-timed once and the second measurement is recorded (one kernel run serves all references,
+    so they stay paired)."""
     fields = {"unit": "x", "kind": "timing", "direction": "lower"}
     runs = measure()
     previews = {
-        name: record.preview(GATED_REFERENCES[name], case=case, **fields, **timing_fields(run))
+        name: record.preview(
+            GATED_REFERENCES[name], case=case, **fields, **timing_fields(run), extra={"cpu_share": run.cpu_share}
+        )
         for name, run in runs.items()
     }
     retimed: dict[str, Any] = {}
-    if any(p.verdict == "regressed" and p.extra.get("ambiguous") for p in previews.values()):
+    if any(_worth_retiming(p) for p in previews.values()):
         first = {GATED_REFERENCES[name]: {"value": p.value, "statistic": p.statistic} for name, p in previews.items()}
         retimed = {"retimed": True, "first": first}
         runs = measure()
@@ -310,6 +314,14 @@ def record_timings(
         metric = GATED_REFERENCES[name]
         record(metric, case=case, **fields, **timing_fields(run), extra={**extra[name], **run_extra(run), **retimed})
     return runs
+
+
+def _worth_retiming(preview: Any) -> bool:
+    """A first measurement that regressed ambiguously, or while other jobs held the CPU (inconclusive), is
+    timed once more: bursts of load pass, and the second measurement is the one recorded."""
+    if preview.verdict == "regressed" and preview.extra.get("ambiguous"):
+        return True
+    return bool(preview.verdict == "inconclusive")
 
 
 def record_bandwidth(record: Any, case: str, run: TimingRun, extra: dict[str, Any]) -> None:
