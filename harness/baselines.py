@@ -329,6 +329,15 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
         comparison = stats.compare_timing(
             result.samples, entry.value, entry.runs or (entry.value,), direction=direction, min_effect=min_effect
         )
+        uncorroborated = result.extra.get("uncorroborated")
+        if comparison.verdict == "regressed" and uncorroborated:
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="inconclusive",
+                statistic=f"{comparison.statistic}; but {uncorroborated}: a reference moved, not (only) the kernel: "
+                "inconclusive",
+            )
         share = result.extra.get("cpu_share")
         if comparison.verdict == "regressed" and isinstance(share, (int, float)) and share < CONTENDED_CPU_SHARE:
             return replace(

@@ -531,3 +531,11 @@ def test_a_timing_regression_under_cpu_contention_is_inconclusive(
     if verdict == "inconclusive":
         assert "the rounds got 60% of their CPU" in compared.statistic and compared.extra["contended"] is True
         assert "+50.0%" in compared.statistic  # the measured change is still shown
+
+
+def test_a_timing_regression_against_one_reference_only_is_inconclusive() -> None:
+    why = "the same rounds against the other reference did not regress: over_dense ok (+1.0%)"
+    compared = compare_result(_timing(1.5, extra={"uncorroborated": why}), TIMING_ENTRY)
+    assert compared.verdict == "inconclusive"
+    assert compared.statistic.endswith(f"but {why}: a reference moved, not (only) the kernel: inconclusive")
+    assert compare_result(_timing(1 / 1.5, extra={"uncorroborated": why}), TIMING_ENTRY).verdict == "improved"

@@ -161,7 +161,9 @@ def test_an_ambiguous_regression_is_retimed_once(verdict: str | None, ambiguous:
     recorder = FakeRecorder(verdict, ambiguous)
     extras = {"copy": {"op": "dequantize", "reference": "c"}, "dense": {"op": "dequantize", "reference": "d"}}
     suite.record_timings(recorder, "case-1", lambda: next(runs), extras)
-    assert [(p["metric"], p["value"]) for p in recorder.previews] == [("kernel_over_copy", 3.0), ("over_dense", 6.0)]
+    first = [(p["metric"], p["value"]) for p in recorder.previews[:2]]
+    assert first == [("kernel_over_copy", 3.0), ("over_dense", 6.0)]
+    assert len(recorder.previews) == (4 if retimed else 2)  # a re-time is previewed again
     by_metric = {stored["metric"]: stored for stored in recorder.recorded}
     assert set(by_metric) == {"kernel_over_copy", "over_dense"}
     copy, dense = by_metric["kernel_over_copy"], by_metric["over_dense"]
@@ -308,3 +310,30 @@ def test_kernel_threads_option(project: pytest.Pytester) -> None:
     bad = _run_suite(project, "--impl", "toy-ok", "--fourbit-kernel-threads", "-1")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     assert "--fourbit-kernel-threads=-1, expected 0 (torch's default) or more" in bad.stderr.str()
+
+
+class OneReferenceRecorder(FakeRecorder):
+    """kernel_over_copy regresses, over_dense does not: the copy moved, not the kernel."""
+
+    def preview(self, metric: str, value: float, **fields: Any) -> Result:
+        self.previews.append({"metric": metric, "value": value, **fields})
+        verdict = "regressed" if metric == "kernel_over_copy" else "ok"
+        return Result("kernels", fields["case"], "toy", metric, value, baseline=value / 1.3, verdict=verdict)
+
+
+def test_a_regression_against_one_reference_only_is_retimed_and_uncorroborated() -> None:
+    def measured(kernel: float) -> dict[str, TimingRun]:
+        return {"copy": _run((kernel,) * 6, (1.0,) * 6), "dense": _run((kernel,) * 6, (0.5,) * 6)}
+
+    runs = iter([measured(3.0), measured(2.0)])
+    recorder = OneReferenceRecorder(None, False)
+    extras = {"copy": {"op": "dequantize"}, "dense": {"op": "dequantize"}}
+    suite.record_timings(recorder, "case-1", lambda: next(runs), extras)
+    assert len(recorder.previews) == 4  # both references previewed, then again after the re-time
+    by_metric = {stored["metric"]: stored for stored in recorder.recorded}
+    copy, dense = by_metric["kernel_over_copy"], by_metric["over_dense"]
+    assert copy["value"] == 2.0 and copy["extra"]["retimed"] is True
+    assert copy["extra"]["uncorroborated"] == (
+        "the same rounds against the other reference did not regress: over_dense ok (+30.0%)"
+    )
+    assert "uncorroborated" not in dense["extra"]

@@ -12,8 +12,9 @@ from harness.timing import TimingRun, copy_reference, time_interleaved, torch_th
 
 
 def _busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    """Spin until this process has used ``seconds`` of CPU: the same CPU time however busy the machine is."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
         pass
 
 
@@ -42,10 +43,10 @@ def test_one_kernel_round_serves_every_reference() -> None:
     fast, slow = runs["fast"], runs["slow"]
     assert fast.kernel_seconds == slow.kernel_seconds and len(fast.ratios) == 12
     assert fast.clock == "process_cpu" and fast.stopped_by == "rounds"
-    # busy waits of 4 ms against 1 ms and 8 ms: ratios near 4 and 0.5 (a loose band: the machine is shared)
-    assert 2.5 < fast.median_ratio < 6 and 0.3 < slow.median_ratio < 0.8
+    # 4 ms of CPU against 1 ms and 8 ms: ratios near 4 and 0.5 (spins overshoot by a clock read or two)
+    assert 3.5 < fast.median_ratio < 4.5 and 0.45 < slow.median_ratio < 0.55
     assert len(fast.kernel_wall_seconds) == 12 and fast.kernel_gbps > 0
-    assert fast.cpu_share is not None and 0.3 < fast.cpu_share <= 1.05  # busy waits: on a CPU unless preempted
+    assert fast.cpu_share is not None and 0 < fast.cpu_share <= 1.05  # one thread: at most its wall time
 
 
 def test_the_gated_cpu_clock_does_not_count_a_wait() -> None:
@@ -56,7 +57,7 @@ def test_the_gated_cpu_clock_does_not_count_a_wait() -> None:
     )  # fmt: skip
     run = runs["busy"]
     assert min(run.kernel_wall_seconds) >= 0.01
-    assert max(run.kernel_seconds) < 0.005  # the sleep took no CPU
+    assert max(run.kernel_seconds) < 0.002  # the sleep took no CPU (a few microseconds to enter and leave it)
     assert run.median_ratio < 1.0  # so the gated ratio is kernel CPU / reference CPU
     assert run.cpu_share is not None and run.cpu_share < 0.5  # mostly waiting: 10 ms asleep per 2 ms busy
 

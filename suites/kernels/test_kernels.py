@@ -293,27 +293,58 @@ GATED_REFERENCES = {"copy": "kernel_over_copy", "dense": "over_dense"}
 def record_timings(
     record: Any, case: str, measure: Callable[[], dict[str, TimingRun]], extra: dict[str, dict[str, Any]]
 ) -> dict[str, TimingRun]:
-    """Measure once and record one ``timing`` metric per reference; if any of them regressed ambiguously (the
-    verdict could flip on a re-run, see compare_timing) or inconclusively (other jobs held the CPU), every
-    reference is re-timed once and the second measurement is recorded (one kernel run serves all references,
-    so they stay paired)."""
+    """Measure once and record one ``timing`` metric per reference.
+
+    If any of them regressed ambiguously (the verdict could flip on a re-run, see compare_timing),
+    inconclusively (other jobs held the CPU), or against one reference but not the other, every reference is
+    re-timed once and the second measurement is recorded (one kernel run serves all references, so they stay
+    paired). A slower kernel makes every ratio worse; a ratio that regressed while another of the same rounds
+    did not says that its reference moved, so it is recorded as uncorroborated (verdict inconclusive)."""
     fields = {"unit": "x", "kind": "timing", "direction": "lower"}
     runs = measure()
-    previews = {
+    previews = _previews(record, case, fields, runs)
+    retimed: dict[str, Any] = {}
+    if any(_worth_retiming(p) for p in previews.values()) or _uncorroborated(previews):
+        first = {GATED_REFERENCES[name]: {"value": p.value, "statistic": p.statistic} for name, p in previews.items()}
+        retimed = {"retimed": True, "first": first}
+        runs = measure()
+        previews = _previews(record, case, fields, runs)
+    uncorroborated = _uncorroborated(previews)
+    for name, run in runs.items():
+        metric = GATED_REFERENCES[name]
+        corroboration = {"uncorroborated": uncorroborated[name]} if name in uncorroborated else {}
+        record(
+            metric,
+            case=case,
+            **fields,
+            **timing_fields(run),
+            extra={**extra[name], **run_extra(run), **retimed, **corroboration},
+        )
+    return runs
+
+
+def _previews(record: Any, case: str, fields: dict[str, Any], runs: dict[str, TimingRun]) -> dict[str, Any]:
+    return {
         name: record.preview(
             GATED_REFERENCES[name], case=case, **fields, **timing_fields(run), extra={"cpu_share": run.cpu_share}
         )
         for name, run in runs.items()
     }
-    retimed: dict[str, Any] = {}
-    if any(_worth_retiming(p) for p in previews.values()):
-        first = {GATED_REFERENCES[name]: {"value": p.value, "statistic": p.statistic} for name, p in previews.items()}
-        retimed = {"retimed": True, "first": first}
-        runs = measure()
-    for name, run in runs.items():
-        metric = GATED_REFERENCES[name]
-        record(metric, case=case, **fields, **timing_fields(run), extra={**extra[name], **run_extra(run), **retimed})
-    return runs
+
+
+def _uncorroborated(previews: dict[str, Any]) -> dict[str, str]:
+    """Reference name -> why, for each ratio that regressed while another ratio of the same rounds did not."""
+    regressed = {name for name, p in previews.items() if p.verdict == "regressed"}
+    if not regressed or len(regressed) == len(previews):
+        return {}
+    others = ", ".join(
+        f"{GATED_REFERENCES[name]} {p.verdict} ({p.value / p.baseline - 1:+.1%})"
+        if p.baseline
+        else f"{GATED_REFERENCES[name]} {p.verdict}"
+        for name, p in previews.items()
+        if name not in regressed
+    )
+    return {name: f"the same rounds against the other reference did not regress: {others}" for name in regressed}
 
 
 def _worth_retiming(preview: Any) -> bool:
