@@ -18,10 +18,11 @@ then follows the neighbours, not the kernel (scripts/kernel_spread.py measures t
 
 Memory. An op that returns a new 64 MiB tensor on CPU gets fresh pages from the kernel on every call when
 the C allocator maps large blocks anew each time (glibc does, past its mmap threshold): the call is then
-mostly page faults (measured here at one thread: bitsandbytes' NF4 dequantize of a 4096x4096 float32 weight
-33 ms with fresh pages, 4 ms when its output reuses freed memory), and which of the two a process sees
-varies between runs. :func:`keep_freed_memory` makes freed memory stay in the process, so every round's output
-reuses resident pages, as a caching allocator (torch's on CUDA, jemalloc, tcmalloc) gives a serving process.
+mostly page faults (scripts/output_pages_probe.py here, one thread: bitsandbytes' NF4 dequantize of a
+4096x4096 float32 weight 29-35 ms with fresh pages, 3 ms when its output reuses freed memory), and which of
+the two a process sees varies between runs. :func:`keep_freed_memory` makes freed memory stay in the
+process, so every round's output reuses resident pages, as a caching allocator (torch's on CUDA, jemalloc,
+tcmalloc) gives a serving process.
 
 Rounds stop when the confidence interval of every median ratio is narrower than ``target_ci`` (relative),
 when ``max_rounds`` is reached, or when ``max_seconds`` is spent (never before ``min_rounds``).
