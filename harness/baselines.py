@@ -330,25 +330,15 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
         comparison = stats.compare_timing(
             result.samples, entry.value, entry.runs or (entry.value,), direction=direction, min_effect=min_effect
         )
-        uncorroborated = result.extra.get("uncorroborated")
-        if comparison.verdict == "regressed" and uncorroborated:
+        inconclusive = _inconclusive(result) if comparison.verdict == "regressed" else None
+        if inconclusive is not None:
+            reason, flags = inconclusive
             return replace(
                 result,
                 baseline=entry.value,
                 verdict="inconclusive",
-                statistic=f"{comparison.statistic}; but {uncorroborated}: a reference moved, not (only) the kernel: "
-                "inconclusive",
-            )
-        share = result.extra.get("cpu_share")
-        if comparison.verdict == "regressed" and isinstance(share, (int, float)) and share < CONTENDED_CPU_SHARE:
-            return replace(
-                result,
-                baseline=entry.value,
-                verdict="inconclusive",
-                statistic=f"{comparison.statistic}; but the rounds got {share:.0%} of their CPU (other jobs held the "
-                f"rest; under {CONTENDED_CPU_SHARE:.0%} a slowdown cannot be told from contention): inconclusive, "
-                "re-run on a quieter machine",
-                extra={**result.extra, "contended": True},
+                statistic=f"{comparison.statistic}; but {reason}",
+                extra={**result.extra, **flags},
             )
         if comparison.ambiguous:
             extra = {**result.extra, "ambiguous": True}
@@ -367,6 +357,23 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
         tolerance = result.tolerance if result.tolerance is not None else (entry.tolerance or 0.0)
         comparison = stats.compare_sampled(result.samples, entry.samples, direction=direction, tolerance=tolerance)
     return replace(result, baseline=entry.value, verdict=comparison.verdict, statistic=comparison.statistic)
+
+
+def _inconclusive(result: Result) -> tuple[str, dict[str, Any]] | None:
+    """Why a timing regression cannot be trusted, and the flags to add to its extra: its ratio moved against
+    one reference only (the suite sets ``extra["uncorroborated"]``), or its rounds got too little of their CPU
+    (``extra["cpu_share"]``)."""
+    uncorroborated = result.extra.get("uncorroborated")
+    if uncorroborated:
+        return f"{uncorroborated}: a reference moved, not (only) the kernel: inconclusive", {}
+    share = result.extra.get("cpu_share")
+    if isinstance(share, (int, float)) and share < CONTENDED_CPU_SHARE:
+        reason = (
+            f"the rounds got {share:.0%} of their CPU (other jobs held the rest; under {CONTENDED_CPU_SHARE:.0%} a "
+            "slowdown cannot be told from contention): inconclusive, re-run on a quieter machine"
+        )
+        return reason, {"contended": True}
+    return None
 
 
 def apply_verdict(result: Result, baseline: Baseline | None, machine: str | None = None) -> Result:

@@ -154,6 +154,19 @@ def keep_freed_memory() -> str:
 
 
 @contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection inside the rounds: a collection would land on whichever call triggered it (as
+    timeit does)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@contextmanager
 def torch_threads(threads: int) -> Iterator[int]:
     """Run the block with ``threads`` torch intra-op threads (0: leave torch's setting); restores it after.
     Yields the number of threads in effect."""
@@ -238,52 +251,32 @@ def time_interleaved(
     if cuda:
         torch.cuda.synchronize()
     order = random.Random(seed)
-    collecting = gc.isenabled()
-    gc.disable()  # a collection inside a round would land on whichever call triggered it (as timeit does)
-    try:
-        return _rounds(calls, timer, order, min_rounds, max_rounds, target_ci, max_seconds, bytes_moved, device)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _rounds(
-    calls: dict[str, Callable[[], object]],
-    timer: Callable[[Callable[[], object]], tuple[float, float]],
-    order: random.Random,
-    min_rounds: int,
-    max_rounds: int,
-    target_ci: float,
-    max_seconds: float,
-    bytes_moved: int,
-    device: torch.device,
-) -> dict[str, TimingRun]:
-    cuda = device.type == "cuda"
-    references = [name for name in calls if name != "kernel"]
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     wall: dict[str, list[float]] = {name: [] for name in calls}
-    started = time.perf_counter()
-    stopped_by = "rounds"
-    rounds = 0
-    while rounds < max_rounds:
-        names = list(calls)
-        order.shuffle(names)
-        for name in names:
-            gated, elapsed = timer(calls[name])
-            # a CPU clock ticks in whole nanoseconds at best; a zero would make an infinite ratio
-            seconds[name].append(max(gated, 1e-9))
-            wall[name].append(elapsed)
-        rounds += 1
-        if rounds >= min_rounds:
-            widths = [
-                _ci_width([k / r for k, r in zip(seconds["kernel"], seconds[name], strict=True)]) for name in references
-            ]
-            if max(widths) < target_ci:
-                stopped_by = "ci"
-                break
-            if time.perf_counter() - started > max_seconds:
-                stopped_by = "time"
-                break
+    with _gc_paused():
+        started = time.perf_counter()
+        stopped_by = "rounds"
+        rounds = 0
+        while rounds < max_rounds:
+            names = list(calls)
+            order.shuffle(names)
+            for name in names:
+                gated, elapsed = timer(calls[name])
+                # a CPU clock ticks in whole nanoseconds at best; a zero would make an infinite ratio
+                seconds[name].append(max(gated, 1e-9))
+                wall[name].append(elapsed)
+            rounds += 1
+            if rounds >= min_rounds:
+                widths = [
+                    _ci_width([k / r for k, r in zip(seconds["kernel"], seconds[name], strict=True)])
+                    for name in references
+                ]
+                if max(widths) < target_ci:
+                    stopped_by = "ci"
+                    break
+                if time.perf_counter() - started > max_seconds:
+                    stopped_by = "time"
+                    break
     threads = torch.get_num_threads()
     clock = "cuda_events" if cuda else "process_cpu"
     return {

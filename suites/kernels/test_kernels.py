@@ -303,7 +303,7 @@ def record_timings(
     runs = measure()
     previews = _previews(record, case, fields, runs)
     retimed: dict[str, Any] = {}
-    if any(_worth_retiming(p) for p in previews.values()) or _uncorroborated(previews):
+    if any(_worth_retiming(p) for p in previews.values()):  # an uncorroborated ratio has regressed: re-timed too
         first = {GATED_REFERENCES[name]: {"value": p.value, "statistic": p.statistic} for name, p in previews.items()}
         retimed = {"retimed": True, "first": first}
         runs = measure()
@@ -413,9 +413,13 @@ def _quantized(quantizer: Quantizer, weight: torch.Tensor, case: KernelCase, cac
     if key not in cache:
         cache[key] = run_quantize(quantizer, weight.clone())  # a clone: the shared weight stays untouched
     q: QuantizedTensor = cache[key]
+    _require_storage(quantizer, q)
+    return q
+
+
+def _require_storage(quantizer: Quantizer, q: QuantizedTensor) -> None:
     if not q.nbytes:
         pytest.skip(f"{quantizer.name}: QuantizedTensor.storage is empty, so the bytes its kernels move are unknown")
-    return q
 
 
 def _check_output(quantizer: Quantizer, case: KernelCase, out: object, expected: tuple[int, ...]) -> None:
@@ -511,9 +515,9 @@ def output_pages() -> str:
     return keep_freed_memory()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def timing_threads(pytestconfig: pytest.Config) -> Iterator[int]:
-    """The test runs with ``--fourbit-kernel-threads`` torch threads (default 1; see harness.timing)."""
+    """Every test here runs with ``--fourbit-kernel-threads`` torch threads (default 1; see harness.timing)."""
     with torch_threads(int(pytestconfig.getoption("fourbit_kernel_threads"))) as threads:
         yield threads
 
@@ -523,7 +527,6 @@ def test_quantize(
     kernel_case: KernelCase,
     record: Any,
     pytestconfig: pytest.Config,
-    timing_threads: int,
     output_pages: str,
 ) -> None:
     _skip_unsupported(quantizer, kernel_case)
@@ -531,8 +534,7 @@ def test_quantize(
     timer = CaseTimer(lambda: quantizer.quantize(weight), kernel_case, _budget(pytestconfig, kernel_case))
     q = timer.warm_up(lambda: run_quantize(quantizer, weight))  # ImplementationError names the implementation
     assert isinstance(q, QuantizedTensor)
-    if not q.nbytes:
-        pytest.skip(f"{quantizer.name}: QuantizedTensor.storage is empty, so the bytes its kernels move are unknown")
+    _require_storage(quantizer, q)
     _time_case(record, kernel_case, q, timer, weight, output_pages)
 
 
@@ -541,7 +543,6 @@ def test_dequantize(
     kernel_case: KernelCase,
     record: Any,
     pytestconfig: pytest.Config,
-    timing_threads: int,
     output_pages: str,
     quantized_weights: dict[Any, Any],
 ) -> None:
@@ -558,7 +559,6 @@ def test_matmul(
     kernel_case: KernelCase,
     record: Any,
     pytestconfig: pytest.Config,
-    timing_threads: int,
     output_pages: str,
     quantized_weights: dict[Any, Any],
 ) -> None:
