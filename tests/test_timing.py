@@ -115,3 +115,16 @@ def test_copy_reference_moves_the_bytes() -> None:
     assert isinstance(out, torch.Tensor) and out.numel() == 1024 and bool((out == 1).all())
     with pytest.raises(InvalidArgument, match=r"bytes_moved=1, expected an int >= 2"):
         copy_reference(1)
+
+
+def test_keep_freed_memory_reports_what_took_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+    import sys
+
+    from harness import timing
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    expected = "reused" if glibc else "system"
+    assert timing.keep_freed_memory() == expected
+    monkeypatch.setattr(timing.sys, "platform", "darwin")
+    assert timing.keep_freed_memory() == "system"  # no mallopt to call: outputs may be page-fault bound
