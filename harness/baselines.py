@@ -277,6 +277,8 @@ def update_baseline(baseline: Baseline, results: Iterable[Result], environment: 
 
     count = 0
     for result in results:
+        if result.kind == "aggregate":
+            continue  # a verdict over a run, recomputed by every run
         entry = entry_from_result(result)
         if result.kind == "timing":
             previous = baseline.entries.get(entry.key)
@@ -297,6 +299,8 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
     """``result`` with ``baseline``, ``verdict`` and ``statistic`` filled in by the rule of its kind."""
     from harness import stats
 
+    if result.kind == "aggregate":
+        return result  # judged when it was formed, over this run's compared results (harness.aggregate)
     if result.kind == "info":
         return replace(
             result,
@@ -453,9 +457,10 @@ def entry_from_result(result: Result) -> BaselineEntry:
 
 def compare_runs(old: Iterable[Result], new: Iterable[Result]) -> list[Result]:
     """Every metric of ``new`` judged against ``old`` by the rule of its kind, then ``old``'s metrics that
-    ``new`` lacks as missing. Results already marked missing in a file are not metrics and are skipped."""
-    old_entries = {_key(*r.key): entry_from_result(r) for r in old if r.verdict != "missing"}
-    new_results = [r for r in new if r.verdict != "missing"]
+    ``new`` lacks as missing. Results already marked missing in a file are not metrics and are skipped, and so
+    are aggregates (verdicts over one run's results, not measurements)."""
+    old_entries = {_key(*r.key): entry_from_result(r) for r in old if r.verdict != "missing" and r.kind != "aggregate"}
+    new_results = [r for r in new if r.verdict != "missing" and r.kind != "aggregate"]
     compared = [compare_result(r, old_entries.get(_key(*r.key))) for r in new_results]
     baseline = Baseline("compare", entries=old_entries)
     scope = {(entry.suite, entry.implementation) for entry in old_entries.values()}

@@ -53,6 +53,8 @@ class _RunState:
     input_exclusions: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     known_bug_items: set[str] = field(default_factory=set)
     machine: str | None = None
+    aggregates: set[tuple[str, str]] = field(default_factory=set)
+    """(suite, metric) pairs whose implementations are also judged over all their cases (harness.aggregate)."""
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -202,6 +204,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = _RunState()
     config.pluginmanager.register(_SessionReporter(config), "fourbit-session-reporter")
     config.addinivalue_line("markers", "fourbit_property(name): the property a suite test checks (for the report)")
+    config.addinivalue_line(
+        "markers",
+        "fourbit_aggregate(metric): also judge each implementation by the median change of this timing metric over "
+        "all its cases in the run (harness.aggregate)",
+    )
 
 
 def _registry(config: pytest.Config) -> Registry:
@@ -348,6 +355,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     does not support (with its capabilities' reason)."""
     state = config.stash[_STATE]
     for item in items:
+        for marker in item.iter_markers("fourbit_aggregate"):
+            if len(marker.args) != 1 or not isinstance(marker.args[0], str) or marker.kwargs:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.fourbit_aggregate{marker.args!r}, expected one metric name, "
+                    'e.g. @pytest.mark.fourbit_aggregate("over_dense")'
+                )
+            state.aggregates.add((item.path.parent.name, marker.args[0]))
         callspec = getattr(item, "callspec", None)
         pair = None if callspec is None else callspec.params.get("quantizer_pair")
         if isinstance(pair, tuple) and len(pair) == 2:
@@ -505,14 +519,32 @@ class _SessionReporter:
             scope: set[tuple[str, ...]] = {
                 (r.suite, r.implementation, r.case) if narrowed else (r.suite, r.implementation) for r in state.results
             }
+            aggregates = self._aggregates()
             missing = missing_entries(state.baseline, state.results, scope)
-            state.results.extend(missing)
+            state.results.extend(aggregates + missing)
+            failed = failed or any(r.verdict == "regressed" for r in aggregates)
             failed = failed or bool(missing and config.getoption("fourbit_strict"))
         if config.getoption("update_baselines"):
             self._write_baseline()
         self._write_files()
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _aggregates(self) -> list[Result]:
+        """Implementation-level verdicts of the declared (suite, metric) pairs; a regressed one fails the run
+        (no single test did) and says so under the summary."""
+        from harness.aggregate import aggregate_timing
+        from harness.baselines import DEFAULT_MIN_EFFECT
+        from harness.report import regression_message
+
+        state = self.config.stash[_STATE]
+        aggregates = [
+            aggregate
+            for suite, metric in sorted(state.aggregates)
+            for aggregate in aggregate_timing(state.results, suite, metric, min_effect=DEFAULT_MIN_EFFECT)
+        ]
+        state.messages.extend(regression_message(r) for r in aggregates if r.verdict == "regressed")
+        return aggregates
 
     def _write_baseline(self) -> None:
         """Fold the metrics of passing tests into this environment's baseline file (atomically)."""

@@ -27,15 +27,17 @@ __all__ = [
 RESULTS_SCHEMA_VERSION = 1
 """Version of the ``--json`` result file layout."""
 
-KINDS = ("exact", "timing", "sampled", "info")
+KINDS = ("exact", "timing", "sampled", "info", "aggregate")
 """exact: deterministic; timing: noisy, compared as interleaved ratios; sampled: accuracy over items;
-info: shown and stored, never gated (absolute GB/s, which drifts with the machine)."""
+info: shown and stored, never gated (absolute GB/s, which drifts with the machine); aggregate: a verdict over
+one implementation's timing results of a run (harness.aggregate), formed at the end of the run, never stored
+in a baseline."""
 DIRECTIONS = ("higher", "lower")
 VERDICTS = ("ok", "improved", "regressed", "new", "missing", "inconclusive")
 """``inconclusive``: a timing that would have regressed while other jobs held the CPU (see
 harness.baselines.CONTENDED_CPU_SHARE): not a pass, not a failure (fails only under --strict)."""
 
-Kind = Literal["exact", "timing", "sampled", "info"]
+Kind = Literal["exact", "timing", "sampled", "info", "aggregate"]
 Direction = Literal["higher", "lower"]
 
 

@@ -6,11 +6,15 @@ Protocol (each run is a fresh ``pytest suites/kernels`` process; by default the 
 1. baseline: ``--baseline-runs`` runs with ``--update-baselines`` into a temporary baseline folder (a timing
    baseline folds the per-run median ratios of up to 5 runs; their spread is what later runs are judged by);
 2. ``--runs`` rounds; each round runs every scenario once, in turn, so all scenarios see the same stretches of
-   machine load: ``unchanged`` (A/A, every case: goal, no run flags anything) and one ``slowed Nx`` scenario
-   per ``--slowdowns`` factor, which runs only the slowed implementation's cases (the others cannot change;
-   ``--slowed-runs-all`` runs them too) (goal: 1.2x flagged in at least 19 of 20 runs, 1.5x in all);
-3. a summary table: per scenario, the runs with any regressed metric and how the gated metrics moved; then
-   each gated metric of the slowed implementation.
+   machine load: ``unchanged`` (A/A: goal, no run flags anything) and one ``slowed Nx`` scenario per
+   ``--slowdowns`` factor, which runs the same tests with one implementation slowed (``--slowed-only`` runs
+   only that implementation's cases: faster, but a process that runs one implementation alone times it
+   differently) (goal: 1.2x flagged in at least 19 of 20 runs, 1.5x in all). A run is flagged when any case
+   regressed or any implementation's aggregate verdict (harness.aggregate) regressed;
+3. a summary table: per scenario, the runs flagged (by a case, by an implementation verdict) and how the
+   gated metrics moved; the implementation verdicts; each gated metric of the slowed implementation; and, from
+   the unchanged runs, how far each reference's ratios sat from the baseline and how much they moved from run
+   to run.
 
 The slowed implementation is registered under its own name (``ref-nf4`` stays ``ref-nf4``, so its baseline
 entries apply): this file is also a pytest plugin (``-p kernel_gate_check``, from ``scripts/`` on PYTHONPATH)
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -133,11 +138,20 @@ class RunRecord:
     exit_code: int
     seconds: float
     gated: list[dict[str, Any]] = field(default_factory=list)  # one per gated result
+    aggregates: list[dict[str, Any]] = field(default_factory=list)  # one per implementation verdict
     errors: str = ""
 
     @property
-    def flagged(self) -> bool:
+    def flagged_by_case(self) -> bool:
         return any(result["verdict"] == "regressed" for result in self.gated)
+
+    @property
+    def flagged_by_aggregate(self) -> bool:
+        return any(result["verdict"] == "regressed" for result in self.aggregates)
+
+    @property
+    def flagged(self) -> bool:
+        return self.flagged_by_case or self.flagged_by_aggregate
 
     @property
     def broken(self) -> bool:
@@ -185,7 +199,7 @@ def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index:
     started = time.perf_counter()
     completed = subprocess.run(
         _pytest_command(
-            args, workdir, json_path, update=update, slowed_only=scenario.factor != 1.0 and not args.slowed_runs_all
+            args, workdir, json_path, update=update, slowed_only=scenario.factor != 1.0 and args.slowed_only
         ),
         cwd=REPO,
         env=_environment(args, scenario.factor),
@@ -215,6 +229,16 @@ def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index:
                     "load_average_1m": result.extra.get("load_average_1m"),
                 }
             )
+        elif result.kind == "aggregate":  # an implementation's median change over its cases
+            record.aggregates.append(
+                {
+                    "implementation": result.implementation,
+                    "metric": result.metric,
+                    "value": result.value,
+                    "verdict": result.verdict,
+                    "cases": len(result.samples),
+                }
+            )
     if record.exit_code not in (0, 1):
         record.errors = (completed.stdout + completed.stderr)[-3000:]
     return record
@@ -236,9 +260,9 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
     """Markdown: per scenario the runs flagged and how the gated metrics moved against the baseline; then, for
     the slowed scenarios, each gated metric of the slowed implementation."""
     lines = [
-        "| scenario | runs | runs flagged | gated metrics compared | regressed | retimed | change: median, "
-        "1st-99th pct, max | run time | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scenario | runs | runs flagged | by a case | by an implementation | gated metrics compared | regressed | "
+        "retimed | change: median, 1st-99th pct, max | run time | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         runs = [r for r in records if r.scenario == scenario.name and not r.broken]
@@ -255,10 +279,30 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
         loads = [g["load_average_1m"] for g in entries if g["load_average_1m"] is not None]
         load = f"{statistics.median(loads):.1f} [{min(loads):.1f}, {max(loads):.1f}]" if loads else "-"
         lines.append(
-            f"| {scenario.name} | {len(runs)} | {sum(r.flagged for r in runs)} of {len(runs)} | {len(entries)} | "
+            f"| {scenario.name} | {len(runs)} | {sum(r.flagged for r in runs)} of {len(runs)} | "
+            f"{sum(r.flagged_by_case for r in runs)} | {sum(r.flagged_by_aggregate for r in runs)} | {len(entries)} | "
             f"{sum(g['verdict'] == 'regressed' for g in entries)} | {sum(g['retimed'] for g in entries)} | {spread} | "
             f"{statistics.median(r.seconds for r in runs):.1f} s | {load} |"
         )
+    lines += ["", "Implementation verdicts (median change over an implementation's cases, harness.aggregate)", ""]
+    lines += [
+        "| scenario | implementation | regressed | median change: median [min, max] |",
+        "|---|---|---|---|",
+    ]
+    for scenario in scenarios:
+        runs = [r for r in records if r.scenario == scenario.name and not r.broken]
+        aggregates = [a for r in runs for a in r.aggregates]
+        for label, chosen in (
+            (slow_impl, [a for a in aggregates if a["implementation"] == slow_impl]),
+            ("every other", [a for a in aggregates if a["implementation"] != slow_impl]),
+        ):
+            if not chosen:
+                continue
+            changes = [a["value"] - 1.0 for a in chosen]
+            lines.append(
+                f"| {scenario.name} | {label} | {sum(a['verdict'] == 'regressed' for a in chosen)} of {len(chosen)} | "
+                f"{_pct(statistics.median(changes))} [{_pct(min(changes))}, {_pct(max(changes))}] |"
+            )
     lines += ["", f"Gated metrics of {slow_impl}, runs regressed of runs, change vs baseline: median [min, max]", ""]
     lines += ["| scenario | metric | regressed | change |", "|---|---|---|---|"]
     for scenario in scenarios:
@@ -277,6 +321,33 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
             )
             regressed = sum(g["verdict"] == "regressed" for g in entries)
             lines.append(f"| {scenario.name} | {case} {metric} | {regressed} of {len(entries)} | {change} |")
+    return "\n".join(lines)
+
+
+def reference_table(records: Sequence[RunRecord]) -> str:
+    """Markdown, from the unchanged runs: per implementation and gated metric, how far its cases sat from the
+    baseline over all runs (the median over cases of |median change over runs|: what the baseline's session
+    left behind) and how much they moved from run to run (median over cases of the standard deviation of the
+    log change). The reference a suite aggregates over should be the one with the smaller numbers."""
+    changes: dict[tuple[str, str, str], list[float]] = {}
+    for record in records:
+        if record.scenario != "unchanged" or record.broken:
+            continue
+        for g in record.gated:
+            if g["baseline"] and g["value"] > 0:
+                key = (g["implementation"], g["metric"], g["case"])
+                changes.setdefault(key, []).append(math.log(g["value"] / g["baseline"]))
+    metrics = sorted({metric for _, metric, _ in changes})
+    header = " | ".join(f"{m}: offset, run-to-run sd" for m in metrics)
+    lines = [f"| implementation | {header} |", "|---|" + "---|" * len(metrics)]
+    for implementation in sorted({impl for impl, _, _ in changes}):
+        cells = []
+        for metric in metrics:
+            per_case = [v for (i, m, _), v in changes.items() if (i, m) == (implementation, metric)]
+            offsets = [abs(statistics.median(v)) for v in per_case]
+            sds = [statistics.stdev(v) for v in per_case if len(v) > 1]
+            cells.append(f"{statistics.median(offsets):.1%}, {statistics.median(sds):.1%}" if offsets and sds else "-")
+        lines.append(f"| {implementation} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -326,9 +397,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the op slowed (default: every op of --slow-impl)",
     )
     parser.add_argument(
-        "--slowed-runs-all",
+        "--slowed-only",
         action="store_true",
-        help="slowed scenarios run every --impl too (default: only --slow-impl, the cases that can change)",
+        help="slowed scenarios run only --slow-impl (faster; default: the same tests as the unchanged runs, since a "
+        "process that runs one implementation alone times it differently: the copy reference came out up to 35%% "
+        "slower there)",
     )
     parser.add_argument(
         "--quantizer", action="append", default=[], help="passed on to pytest (a third-party MODULE:ATTR)"
@@ -374,6 +447,11 @@ def _progress(record: RunRecord) -> None:
         + (" retimed" if g["retimed"] else "")
         for g in record.gated
     )
+    aggregates = ", ".join(
+        f"{a['implementation']} {_pct(a['value'] - 1.0)}{' REGRESSED' if a['verdict'] == 'regressed' else ''}"
+        for a in record.aggregates
+    )
+    gated = f"implementations: {aggregates}; cases: {gated}" if aggregates else gated
     state = "BROKEN" if record.broken else ("FLAGGED" if record.flagged else "ok")
     print(f"  {record.scenario:>12} #{record.index:02d} {state:7} {record.seconds:5.1f} s  {gated}", flush=True)
     if record.errors:
@@ -391,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"kernel gate check: impl {', '.join(args.impl) or 'all'}; -k {args.k!r}; slowed: {args.slow_impl} "
         f"{args.slow_op}; "
         f"{args.baseline_runs} baseline runs, {args.runs} rounds of {len(scenarios)} scenarios; "
-        f"threads {'the suite default' if args.threads is None else args.threads}; load average {load:.2f}; "
+        f"threads {'the suite default' if args.threads is None else args.threads}; slowed runs: "
+        f"{'only ' + args.slow_impl if args.slowed_only else 'the same tests'}; load average {load:.2f}; "
         f"workdir {workdir}",
         flush=True,
     )
@@ -420,6 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print()
     print(summary_table(records, scenarios, args.slow_impl))
+    print()
+    print("Unchanged runs against the baseline, per implementation (median over its cases):")
+    print()
+    print(reference_table(records))
     print()
     print(
         f"{len(records) + (0 if args.baseline_dir else args.baseline_runs)} runs in {elapsed / 60:.1f} min "

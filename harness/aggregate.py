@@ -1,0 +1,133 @@
+"""Implementation-level timing verdicts: how one implementation moved over all of its cases in one run.
+
+A per-case timing gate must tolerate that case's run-to-run spread, which on the project's 2-core machine is
+5-14% for a single run's median ratio (scripts/kernel_gate_check.py prints it): a 1.2x slowdown of one
+implementation is then caught in only a few cases of a run. A slower implementation, though, is slower in
+most of its cases at once, while noise moves cases up and down. So a suite can declare, with the marker
+``@pytest.mark.fourbit_aggregate("METRIC")``, that each implementation is also judged by the median change of
+METRIC over its cases (the per-case log ratio of the value to its baseline), with a sign test across the
+cases: **regressed** needs the median change past the minimum effect *and* significantly more cases slower
+than faster (one-sided binomial test at :data:`AGGREGATE_CONFIDENCE`). The sign test is what keeps a process
+in which one implementation's memory layout happened to run a few of its cases slow (seen: +12..+23% on five
+of eight cases, -3..+5% on the others) from failing the run; a slowdown of the implementation's code moves
+every case.
+
+Aggregates are computed at the end of a run from results already compared with their baselines, carry the
+kind ``aggregate`` and are never written to a baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from harness.errors import InvalidArgument
+from harness.results import Result
+
+__all__ = [
+    "AGGREGATE_CASE",
+    "AGGREGATE_CONFIDENCE",
+    "AGGREGATE_MIN_CASES",
+    "aggregate_metric_name",
+    "aggregate_timing",
+]
+
+AGGREGATE_CASE = "all cases"
+"""The case name of an aggregate result."""
+AGGREGATE_CONFIDENCE = 0.95
+"""One-sided confidence of the sign test. With eight cases, 7 of 8 must move the same way (p = 0.035)."""
+AGGREGATE_MIN_CASES = 5
+"""Fewest compared cases an aggregate needs: with fewer, even all cases moving one way is not significant at
+:data:`AGGREGATE_CONFIDENCE` (4 of 4: p = 0.0625), so no aggregate is formed."""
+COMPARED_VERDICTS = ("ok", "improved", "regressed", "inconclusive")
+"""Verdicts of results that were compared with a baseline value (new and missing ones were not)."""
+
+
+def aggregate_metric_name(metric: str) -> str:
+    return f"{metric}_median"
+
+
+def _contended(result: Result) -> bool:
+    return bool(result.extra.get("contended"))
+
+
+def _log_changes(results: Sequence[Result]) -> list[tuple[str, float]]:
+    """(case, log of value / baseline, sign flipped so that > 0 is worse) for each comparable result."""
+    changes = []
+    for r in results:
+        if r.baseline is None or not (r.baseline > 0 and r.value > 0 and math.isfinite(r.value)):
+            continue
+        change = math.log(r.value / r.baseline)
+        changes.append((r.case, change if r.direction == "lower" else -change))
+    return changes
+
+
+def aggregate_timing(
+    results: Iterable[Result],
+    suite: str,
+    metric: str,
+    *,
+    min_effect: float = 0.10,
+    confidence: float = AGGREGATE_CONFIDENCE,
+    min_cases: int = AGGREGATE_MIN_CASES,
+) -> list[Result]:
+    """One ``aggregate`` result per implementation that has at least ``min_cases`` compared ``metric`` results
+    in ``suite`` (timing results judged against a baseline; contended rounds are left out), in order of first
+    appearance. Its value is the median change factor (1.18: 18% worse), its samples the per-case factors."""
+    from scipy.stats import binomtest
+
+    if not (0.0 < confidence < 1.0):
+        raise InvalidArgument(f"confidence={confidence!r}, expected a number strictly between 0 and 1")
+    if not (min_effect >= 0.0 and math.isfinite(min_effect)):
+        raise InvalidArgument(f"min_effect={min_effect!r}, expected a finite number >= 0")
+    by_implementation: dict[str, list[Result]] = {}
+    for r in results:
+        compared = r.suite == suite and r.metric == metric and r.kind == "timing" and r.verdict in COMPARED_VERDICTS
+        if compared and not _contended(r):
+            by_implementation.setdefault(r.implementation, []).append(r)
+    aggregates = []
+    threshold = math.log1p(min_effect)
+    for implementation, rows in by_implementation.items():
+        changes = _log_changes(rows)
+        if len(changes) < max(min_cases, 1):
+            continue
+        values = sorted(change for _, change in changes)
+        middle = len(values) // 2
+        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        worse = sum(change > 0 for change in values)
+        better = sum(change < 0 for change in values)
+        moved = worse + better  # ties (no change at all) carry no sign
+        p_worse = binomtest(worse, moved, 0.5, alternative="greater").pvalue if moved else 1.0
+        p_better = binomtest(better, moved, 0.5, alternative="greater").pvalue if moved else 1.0
+        alpha = 1.0 - confidence
+        if median > threshold and p_worse < alpha:
+            verdict, p_value = "regressed", p_worse
+        elif median < -threshold and p_better < alpha:
+            verdict, p_value = "improved", p_better
+        else:
+            verdict, p_value = "ok", min(p_worse, p_better)
+        factor = math.exp(median)
+        outcome = "no consistent change past min effect" if verdict == "ok" else verdict
+        statistic = (
+            f"median change {factor - 1:+.1%} over {len(values)} cases (min effect {min_effect:.0%}); {worse} worse, "
+            f"{better} better, sign test p={p_value:.3g} ({confidence:.0%} one-sided): {outcome}"
+        )
+        first = rows[0]
+        aggregates.append(
+            Result(
+                suite=suite,
+                case=AGGREGATE_CASE,
+                implementation=implementation,
+                metric=aggregate_metric_name(metric),
+                value=factor,
+                unit="x baseline",
+                kind="aggregate",
+                direction=first.direction,
+                samples=tuple(math.exp(c if first.direction == "lower" else -c) for _, c in changes),
+                baseline=1.0,
+                verdict=verdict,
+                statistic=statistic,
+                extra={"aggregate_of": metric, "cases": [case for case, _ in changes]},
+            )
+        )
+    return aggregates
