@@ -1,5 +1,6 @@
 """fourbit-harness: test, benchmark and compare 4-bit weight quantizers through one contract."""
 
+from harness.aggregate import aggregate_timing
 from harness.api import (
     PACKING_HIGH_FIRST,
     PACKING_LOW_FIRST,
@@ -53,6 +54,7 @@ __all__ = [
     "Registry",
     "Result",
     "UsageError",
+    "aggregate_timing",
     "codebook",
     "compare_exact",
     "compare_result",

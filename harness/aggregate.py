@@ -73,7 +73,8 @@ def aggregate_timing(
 ) -> list[Result]:
     """One ``aggregate`` result per implementation that has at least ``min_cases`` compared ``metric`` results
     in ``suite`` (timing results judged against a baseline; contended rounds are left out), in order of first
-    appearance. Its value is the median change factor (1.18: 18% worse), its samples the per-case factors."""
+    appearance. Its value is the median of value / baseline over the cases (1.18: 18% up), its samples the
+    per-case value / baseline."""
     from scipy.stats import binomtest
 
     if not (0.0 < confidence < 1.0):
@@ -106,7 +107,7 @@ def aggregate_timing(
             verdict, p_value = "improved", p_better
         else:
             verdict, p_value = "ok", min(p_worse, p_better)
-        factor = math.exp(median)
+        factor = math.exp(median if rows[0].direction == "lower" else -median)  # value / baseline, as the samples
         outcome = "no consistent change past min effect" if verdict == "ok" else verdict
         statistic = (
             f"median change {factor - 1:+.1%} over {len(values)} cases (min effect {min_effect:.0%}); {worse} worse, "

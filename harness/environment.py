@@ -30,7 +30,6 @@ LIBRARIES = (
     "transformers",
     "lm_eval",
     "pytest",
-    "pytest-benchmark",
     "hypothesis",
     "fourbit-harness",
 )

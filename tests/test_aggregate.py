@@ -1,0 +1,203 @@
+"""Implementation-level timing verdicts (harness.aggregate): the rule on hand-made results, what baselines do
+with aggregates, and the plugin end to end (a marked suite whose cases each pass, whose implementation fails)."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.aggregate import AGGREGATE_CASE, aggregate_metric_name, aggregate_timing
+from harness.baselines import Baseline, BaselineEntry, compare_result, compare_runs, update_baseline
+from harness.errors import InvalidArgument
+from harness.results import Result
+from tests.test_plugin_baselines import REPO, TOY_MODULE
+
+pytest_plugins = ["pytester"]
+
+SUITE, METRIC = "kernels", "over_dense"
+
+
+def _result(case: int, factor: float, *, impl: str = "impl", verdict: str = "ok", **fields: object) -> Result:
+    """A compared timing result of ``case`` whose value is ``factor`` times its baseline of 2.0."""
+    defaults: dict[str, object] = {"suite": SUITE, "metric": METRIC, "kind": "timing", "direction": "lower"}
+    defaults.update(fields)
+    return Result(
+        case=f"case-{case}",
+        implementation=impl,
+        value=2.0 * factor,
+        baseline=2.0,
+        verdict=verdict,
+        **defaults,  # type: ignore[arg-type]
+    )
+
+
+def _only(results: list[Result]) -> Result:
+    assert len(results) == 1, results
+    return results[0]
+
+
+def test_a_slowdown_of_every_case_regresses_the_implementation() -> None:
+    factors = [1.13, 1.18, 1.21, 1.16, 1.24, 1.19, 1.15, 1.22]
+    aggregate = _only(aggregate_timing([_result(i, f) for i, f in enumerate(factors)], SUITE, METRIC))
+    assert aggregate.verdict == "regressed", aggregate.statistic
+    assert aggregate.kind == "aggregate"
+    assert (aggregate.case, aggregate.metric) == (AGGREGATE_CASE, aggregate_metric_name(METRIC))
+    assert aggregate.value == pytest.approx(math.sqrt(1.18 * 1.19))  # the middle two of eight, in log space
+    assert aggregate.samples == pytest.approx(factors)
+    assert "8 worse, 0 better" in aggregate.statistic
+
+
+def test_the_median_is_of_the_log_changes() -> None:
+    factors = [1.1, 1.3, 1.2, 1.4, 1.25, 1.15]
+    aggregate = _only(aggregate_timing([_result(i, f) for i, f in enumerate(factors)], SUITE, METRIC))
+    logs = sorted(math.log(f) for f in factors)
+    assert aggregate.value == pytest.approx(math.exp((logs[2] + logs[3]) / 2))
+
+
+def test_noise_within_the_minimum_effect_is_ok() -> None:
+    factors = [1.04, 0.97, 1.08, 1.02, 0.99, 1.06, 1.03, 1.05]  # all but two worse, median +3.5%
+    aggregate = _only(aggregate_timing([_result(i, f) for i, f in enumerate(factors)], SUITE, METRIC))
+    assert aggregate.verdict == "ok", aggregate.statistic
+
+
+def test_a_few_slow_cases_do_not_regress_the_implementation() -> None:
+    """What one process once did to ref-fp4 (harness.aggregate): five cases +12..+23%, three not."""
+    factors = [1.12, 1.14, 1.15, 1.18, 1.23, 1.05, 0.99, 0.97]
+    aggregate = _only(aggregate_timing([_result(i, f) for i, f in enumerate(factors)], SUITE, METRIC))
+    assert math.log(aggregate.value) > math.log1p(0.10)  # past the minimum effect...
+    assert aggregate.verdict == "ok", aggregate.statistic  # ...but 6 of 8 worse is no evidence (p = 0.145)
+    assert "6 worse, 2 better" in aggregate.statistic
+
+
+def test_a_speedup_of_every_case_is_improved_and_direction_higher_flips() -> None:
+    faster = [0.8, 0.82, 0.85, 0.79, 0.84, 0.81]
+    assert _only(aggregate_timing([_result(i, f) for i, f in enumerate(faster)], SUITE, METRIC)).verdict == "improved"
+    higher = [_result(i, f, direction="higher") for i, f in enumerate(faster)]  # e.g. GB/s: lower is worse
+    aggregate = _only(aggregate_timing(higher, SUITE, METRIC))
+    assert aggregate.verdict == "regressed", aggregate.statistic
+    assert aggregate.direction == "higher"
+    assert aggregate.samples == pytest.approx(faster)
+    assert aggregate.value == pytest.approx(math.sqrt(0.81 * 0.82))  # value / baseline, like the samples
+    assert "median change -18.5% over 6 cases" in aggregate.statistic
+
+
+def test_only_compared_uncontended_results_of_the_suite_and_metric_count() -> None:
+    slow = [_result(i, 1.2) for i in range(5)]
+    others = [
+        _result(5, 3.0, verdict="new"),
+        _result(6, 3.0, verdict="missing"),
+        _result(7, 3.0, verdict="inconclusive", extra={"contended": True}),
+        _result(8, 3.0, suite="properties"),
+        _result(9, 3.0, metric="kernel_over_copy"),
+        _result(10, 3.0, kind="info"),
+    ]
+    aggregate = _only(aggregate_timing(slow + others, SUITE, METRIC))
+    assert aggregate.extra["cases"] == [f"case-{i}" for i in range(5)]
+    assert aggregate.value == pytest.approx(1.2)
+
+
+def test_too_few_cases_form_no_aggregate_and_implementations_are_separate() -> None:
+    results = [_result(i, 1.3, impl="four") for i in range(4)] + [_result(i, 1.3, impl="five") for i in range(5)]
+    aggregates = aggregate_timing(results, SUITE, METRIC)
+    assert [(a.implementation, a.verdict) for a in aggregates] == [("five", "regressed")]
+    assert aggregate_timing(results, SUITE, METRIC, min_cases=4)[0].implementation == "four"
+
+
+@pytest.mark.parametrize(("argument", "value"), [("confidence", 1.0), ("confidence", 0.0), ("min_effect", -0.1)])
+def test_bad_parameters_are_invalid_arguments(argument: str, value: float) -> None:
+    with pytest.raises(InvalidArgument, match=argument):
+        aggregate_timing([_result(i, 1.2) for i in range(5)], SUITE, METRIC, **{argument: value})  # type: ignore[arg-type]
+
+
+def test_aggregates_are_never_stored_and_never_compared_again() -> None:
+    aggregate = _only(aggregate_timing([_result(i, 1.2) for i in range(5)], SUITE, METRIC))
+    baseline = Baseline("env")
+    assert update_baseline(baseline, [aggregate], {}) == 0
+    assert baseline.entries == {}
+    entry = BaselineEntry(SUITE, AGGREGATE_CASE, "impl", aggregate.metric, 1.0, "aggregate", "lower")
+    assert compare_result(aggregate, entry) is aggregate
+    assert compare_runs([aggregate], [aggregate]) == []
+
+
+# ------------------------------------------------------------------------------------------ the plugin
+
+MARKED_SUITE = """
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.fourbit_aggregate("ratio")
+FACTOR = json.loads((Path(__file__).resolve().parents[1] / "factor.json").read_text())
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_case(quantizer, record, case):
+    ratio = (1.0 + case / 100) * FACTOR
+    rounds = [ratio * r for r in (0.98, 1.0, 1.02, 0.99, 1.01)]
+    record("ratio", ratio, case=f"c{case}", kind="timing", samples=rounds, unit="x copy")
+"""
+
+
+def _project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, suite: str = MARKED_SUITE) -> Path:
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.syspath_prepend(str(pytester.path))
+    (pytester.path / "toyquant.py").write_text(textwrap.dedent(TOY_MODULE))
+    (pytester.path / "kernels").mkdir()
+    (pytester.path / "kernels" / "test_marked.py").write_text(textwrap.dedent(suite))
+    return pytester.path
+
+
+def _run(pytester: pytest.Pytester, factor: float, *args: str) -> pytest.RunResult:
+    (pytester.path / "factor.json").write_text(json.dumps(factor))
+    return pytester.runpytest(
+        "kernels", "-p", "no:cacheprovider", "--fourbit-no-entry-points", "--quantizer", "toyquant:toy_a",
+        "--impl", "toy-a", "--baseline-dir", str(pytester.path / "baselines"), *args,
+    )  # fmt: skip
+
+
+def test_the_plugin_fails_a_run_whose_implementation_regressed_while_every_case_passed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hypothesis import settings
+
+    profile = settings.get_current_profile_name()
+    try:
+        _project(pytester, monkeypatch)
+        for _ in range(3):
+            assert _run(pytester, 1.0, "--update-baselines").ret == pytest.ExitCode.OK
+        stored = json.loads(next((pytester.path / "baselines").glob("*.json")).read_text())["metrics"]
+        assert len(stored) == 6 and all(entry["kind"] == "timing" for entry in stored.values())
+
+        result = _run(pytester, 1.0, "--fourbit-json", "same.json")
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        assert "baseline: 7 ok" in result.stdout.str()  # six cases and the implementation
+
+        result = _run(pytester, 1.12, "--fourbit-json", "slow.json")
+        output = result.stdout.str()
+        result.assert_outcomes(passed=6)  # no single case is significant past its 10% minimum effect...
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, output  # ...the implementation is
+        saved = json.loads((pytester.path / "slow.json").read_text())["results"]
+        aggregate = next(r for r in saved if r["kind"] == "aggregate")
+        assert (aggregate["implementation"], aggregate["verdict"]) == ("toy-a", "regressed")
+        assert {r["verdict"] for r in saved if r["kind"] == "timing"} == {"ok"}
+        assert "ratio_median of toy-a on all cases (kernels) regressed" in output
+        assert "6 worse, 0 better" in output
+    finally:
+        settings.load_profile(profile)
+
+
+def test_a_malformed_aggregate_marker_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(pytester, monkeypatch, MARKED_SUITE.replace('fourbit_aggregate("ratio")', "fourbit_aggregate()"))
+    result = _run(pytester, 1.0)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expected one metric name" in result.stderr.str()

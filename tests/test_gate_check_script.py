@@ -1,0 +1,86 @@
+"""scripts/kernel_gate_check.py, the measurement behind the README's gate-check table: what it counts as a
+flagged run, which tests a slowed scenario runs, and the reference table it prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kernel_gate_check.py"
+
+
+@pytest.fixture(scope="module")
+def gate() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kernel_gate_check", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gated(impl: str, case: str, metric: str, change: float, verdict: str = "ok") -> dict[str, Any]:
+    return {
+        "case": case, "implementation": impl, "metric": metric, "value": 2.0 * (1 + change), "baseline": 2.0,
+        "verdict": verdict, "rounds": 10, "retimed": False, "load_average_1m": 1.0,
+    }  # fmt: skip
+
+
+def _aggregate(impl: str, change: float, verdict: str) -> dict[str, Any]:
+    return {"implementation": impl, "metric": "over_dense_median", "value": 1 + change, "verdict": verdict, "cases": 8}
+
+
+def test_a_run_is_flagged_by_a_case_or_by_an_implementation(gate: ModuleType) -> None:
+    quiet = gate.RunRecord(
+        "unchanged", 0, 0, 100.0, [_gated("a", "c", "over_dense", 0.02)], [_aggregate("a", 0.02, "ok")]
+    )
+    by_case = gate.RunRecord("unchanged", 1, 1, 100.0, [_gated("a", "c", "over_dense", 0.4, "regressed")])
+    by_impl = gate.RunRecord(
+        "unchanged", 2, 1, 100.0, [_gated("a", "c", "over_dense", 0.15)], [_aggregate("a", 0.15, "regressed")]
+    )
+    assert [(r.flagged, r.flagged_by_case, r.flagged_by_aggregate) for r in (quiet, by_case, by_impl)] == [
+        (False, False, False),
+        (True, True, False),
+        (True, False, True),
+    ]
+    table = gate.summary_table([quiet, by_case, by_impl], [gate.Scenario("unchanged", 1.0)], "a")
+    assert "| unchanged | 3 | 2 of 3 | 1 | 1 |" in table
+    assert "| unchanged | a | 1 of 2 | +8.5% [+2.0%, +15.0%] |" in table
+
+
+def test_slowed_scenarios_run_the_same_tests_unless_told_otherwise(gate: ModuleType, tmp_path: Path) -> None:
+    args = gate._parse(["--impl", "ref-nf4", "--impl", "bnb-nf4", "--runs", "1"])
+    command = gate._pytest_command(args, tmp_path, tmp_path / "r.json", update=False, slowed_only=args.slowed_only)
+    assert command.count("--impl") == 2
+    args = gate._parse(["--impl", "ref-nf4", "--impl", "bnb-nf4", "--runs", "1", "--slowed-only"])
+    command = gate._pytest_command(args, tmp_path, tmp_path / "r.json", update=False, slowed_only=args.slowed_only)
+    assert [command[i + 1] for i, part in enumerate(command) if part == "--impl"] == ["ref-nf4"]
+
+
+def test_the_reference_table_shows_offset_and_run_to_run_spread(gate: ModuleType) -> None:
+    runs = [
+        gate.RunRecord(
+            "unchanged",
+            i,
+            0,
+            1.0,
+            [_gated("a", "c", "kernel_over_copy", copy), _gated("a", "c", "over_dense", dense)],
+        )
+        for i, (copy, dense) in enumerate([(-0.15, 0.01), (-0.17, -0.02), (-0.16, 0.02)])
+    ]
+    table = gate.reference_table(runs)
+    copy_logs = [math.log(1 + c) for c in (-0.15, -0.17, -0.16)]
+    dense_logs = [math.log(1 + d) for d in (0.01, -0.02, 0.02)]
+
+    expected = (
+        f"| a | {abs(statistics.median(copy_logs)):.1%}, {statistics.stdev(copy_logs):.1%} | "
+        f"{abs(statistics.median(dense_logs)):.1%}, {statistics.stdev(dense_logs):.1%} |"
+    )
+    assert expected in table
