@@ -164,6 +164,27 @@ def render_regressions(results: Sequence[Result]) -> Table | None:
     return table
 
 
+def render_aggregates(results: Sequence[Result]) -> Table | None:
+    """Implementation verdicts (harness.aggregate): per implementation, how its cases moved together
+    (None when the run formed none)."""
+    aggregates = [r for r in results if r.kind == "aggregate"]
+    if not aggregates:
+        return None
+    table = Table(title="fourbit: implementation verdicts (median change over all cases)")
+    for column in ("suite", "implementation", "metric", "median change", "verdict", "statistic"):
+        table.add_column(column, justify="right" if column == "median change" else "left", overflow="fold")
+    for r in aggregates:
+        verdict = r.verdict or "-"
+        style = _VERDICT_STYLE.get(verdict, "")
+        table.add_row(
+            *(Text(field) for field in (r.suite, r.implementation, r.metric)),
+            Text(f"{r.value - 1:+.1%}", style=style),
+            Text(verdict, style=style),
+            Text(r.statistic),
+        )
+    return table
+
+
 def _by_suite(items: Iterable[_T], suite_of: Callable[[_T], str]) -> dict[str, list[_T]]:
     grouped: dict[str, list[_T]] = {}
     for item in items:
@@ -211,7 +232,7 @@ def render_run(
     outcomes: Sequence[Outcome], results: Sequence[Result], load_errors: Sequence[tuple[str, str]]
 ) -> RenderableType:
     """The end-of-run summary: plugin errors and regressions first, then per suite its verdicts and metrics,
-    then one line counting verdicts against the baseline."""
+    the implementation verdicts, then one line counting verdicts against the baseline."""
     parts: list[RenderableType] = []
     if load_errors:
         parts.append(render_load_errors(load_errors))
@@ -219,7 +240,7 @@ def render_run(
     if regressions is not None:
         parts.append(regressions)
     outcome_suites = _by_suite(outcomes, lambda o: o.suite)
-    result_suites = _by_suite(results, lambda r: r.suite)
+    result_suites = _by_suite((r for r in results if r.kind != "aggregate"), lambda r: r.suite)
     for suite in [*outcome_suites, *(s for s in result_suites if s not in outcome_suites)]:
         label = f"fourbit {suite}" if suite else "fourbit"
         if suite in outcome_suites:
@@ -238,6 +259,9 @@ def render_run(
                 ]
             title = f"{label}: metrics" if suite else "fourbit: recorded metrics"
             parts.append(render_metrics(suite_results, title=title))
+    aggregates = render_aggregates(results)
+    if aggregates is not None:
+        parts.append(aggregates)
     counts = verdict_counts(results)
     if counts:
         line = Text("baseline: ")

@@ -360,3 +360,24 @@ def test_many_implementations_become_rows() -> None:
 def test_load_errors_are_not_read_as_markup() -> None:
     text = _text(render_run([], [], [("entry point bnb", "not installed: pip install 'fourbit-harness[bnb]'")]))
     assert "fourbit-harness[bnb]" in text
+
+
+def test_implementation_verdicts_get_their_own_table_after_the_metrics() -> None:
+    from harness.aggregate import aggregate_timing
+
+    cases = [
+        Result("kernels", f"case-{i}", impl, "over_dense", 2.0 * f, kind="timing", baseline=2.0, verdict="ok")
+        for impl, factors in (("slow", (1.18, 1.2, 1.22, 1.19, 1.21)), ("same", (1.01, 0.98, 1.03, 0.99, 1.0)))
+        for i, f in enumerate(factors)
+    ]
+    aggregates = aggregate_timing(cases, "kernels", "over_dense")
+    text = _text(render_run([], cases[:1] + aggregates, []))
+    regressions, rest = text.split("fourbit kernels: metrics")
+    metrics_table, verdicts_table = rest.split("fourbit: implementation verdicts")
+    assert "all cases" in regressions  # a regressed implementation is listed with the regressions first
+    assert "all cases" not in metrics_table  # aggregates are not rows of the suite's metrics table
+    lines = [line for line in verdicts_table.splitlines() if "│" in line and "kernels" in line]
+    assert len(lines) == 2
+    assert "slow" in lines[0] and "+20.0%" in lines[0] and "regressed" in lines[0]
+    assert "same" in lines[1] and "+0.0%" in lines[1] and "ok" in lines[1]
+    assert text.splitlines()[-1] == "baseline: 2 ok, 1 regressed"
