@@ -193,27 +193,8 @@ def _environment(args: argparse.Namespace, factor: float) -> dict[str, str]:
     return env
 
 
-def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index: int, *, update: bool) -> RunRecord:
-    json_path = workdir / "runs" / f"{scenario.name.replace(' ', '_')}-{index:02d}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    completed = subprocess.run(
-        _pytest_command(
-            args, workdir, json_path, update=update, slowed_only=scenario.factor != 1.0 and args.slowed_only
-        ),
-        cwd=REPO,
-        env=_environment(args, scenario.factor),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    record = RunRecord(scenario.name, index, completed.returncode, time.perf_counter() - started)
-    if not json_path.exists():
-        record.errors = (completed.stdout + completed.stderr)[-3000:]
-        return record
-    from harness.results import load_results
-
-    _, results = load_results(json_path)
+def _add_results(record: RunRecord, results: Sequence[Any]) -> None:
+    """The run's gated timings and implementation verdicts, as the summary tables read them."""
     for result in results:
         if result.kind == "timing":  # the gated metrics
             record.gated.append(
@@ -239,6 +220,54 @@ def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index:
                     "cases": len(result.samples),
                 }
             )
+
+
+def rejudged_records(folder: Path, suite: str, metric: str) -> tuple[list[RunRecord], list[Scenario]]:
+    """Result files of an earlier gate check (``<scenario>-<index>.json``, as run_once names them), with the
+    implementation verdicts formed again by the current harness.aggregate: what the current rule would have
+    said about those runs. Per-case verdicts are kept as recorded."""
+    from harness.aggregate import aggregate_timing
+    from harness.results import load_results
+
+    records, scenarios = [], {}
+    for path in sorted(folder.glob("*-*.json")):
+        stem, _, index = path.stem.rpartition("-")
+        name = stem.replace("_", " ")
+        if name == "baseline" or not index.isdigit():
+            continue
+        factor = float(name.removeprefix("slowed ").removesuffix("x")) if name.startswith("slowed ") else 1.0
+        scenarios.setdefault(name, Scenario(name, factor))
+        _, results = load_results(path)
+        measured = [r for r in results if r.kind != "aggregate"]
+        record = RunRecord(name, int(index), 0, math.nan)
+        _add_results(record, [*measured, *aggregate_timing(measured, suite, metric)])
+        records.append(record)
+    order = sorted(scenarios.values(), key=lambda scenario: scenario.factor)
+    return records, order
+
+
+def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index: int, *, update: bool) -> RunRecord:
+    json_path = workdir / "runs" / f"{scenario.name.replace(' ', '_')}-{index:02d}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        _pytest_command(
+            args, workdir, json_path, update=update, slowed_only=scenario.factor != 1.0 and args.slowed_only
+        ),
+        cwd=REPO,
+        env=_environment(args, scenario.factor),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    record = RunRecord(scenario.name, index, completed.returncode, time.perf_counter() - started)
+    if not json_path.exists():
+        record.errors = (completed.stdout + completed.stderr)[-3000:]
+        return record
+    from harness.results import load_results
+
+    _, results = load_results(json_path)
+    _add_results(record, results)
     if record.exit_code not in (0, 1):
         record.errors = (completed.stdout + completed.stderr)[-3000:]
     return record
@@ -282,7 +311,7 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
             f"| {scenario.name} | {len(runs)} | {sum(r.flagged for r in runs)} of {len(runs)} | "
             f"{sum(r.flagged_by_case for r in runs)} | {sum(r.flagged_by_aggregate for r in runs)} | {len(entries)} | "
             f"{sum(g['verdict'] == 'regressed' for g in entries)} | {sum(g['retimed'] for g in entries)} | {spread} | "
-            f"{statistics.median(r.seconds for r in runs):.1f} s | {load} |"
+            f"{_seconds(runs)} | {load} |"
         )
     lines += ["", "Implementation verdicts (median change over an implementation's cases, harness.aggregate)", ""]
     lines += [
@@ -349,6 +378,11 @@ def reference_table(records: Sequence[RunRecord]) -> str:
             cells.append(f"{statistics.median(offsets):.1%}, {statistics.median(sds):.1%}" if offsets and sds else "-")
         lines.append(f"| {implementation} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def _seconds(runs: Sequence[RunRecord]) -> str:
+    seconds = [r.seconds for r in runs if math.isfinite(r.seconds)]
+    return f"{statistics.median(seconds):.1f} s" if seconds else "-"
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -427,6 +461,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "ones; no baseline runs",
     )
     parser.add_argument("--json", type=Path, default=None, help="write every run's gated results here")
+    parser.add_argument(
+        "--rejudge",
+        type=Path,
+        default=None,
+        metavar="RUNS_DIR",
+        help="run nothing: read an earlier check's result files (WORKDIR/runs) and print the tables, with the "
+        "implementation verdicts formed by the current rule",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.baseline_runs < 1:
         parser.error("--runs and --baseline-runs must be at least 1")
@@ -458,8 +500,25 @@ def _progress(record: RunRecord) -> None:
         print(record.errors, file=sys.stderr, flush=True)
 
 
+def print_tables(records: Sequence[RunRecord], scenarios: Sequence[Scenario], slow_impl: str) -> None:
+    print(summary_table(records, scenarios, slow_impl))
+    print()
+    print("Unchanged runs against the baseline, per implementation (median over its cases):")
+    print()
+    print(reference_table(records))
+    print()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    if args.rejudge is not None:
+        records, scenarios = rejudged_records(args.rejudge, "kernels", "over_dense")
+        if not records:
+            print(f"--rejudge {args.rejudge}: no result files (<scenario>-<index>.json) there", file=sys.stderr)
+            return 2
+        print(f"{len(records)} runs read from {args.rejudge}; implementation verdicts formed again")
+        print_tables(records, scenarios, args.slow_impl)
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kernel-gate-"))
     if (workdir / "baselines").exists():
         shutil.rmtree(workdir / "baselines")
@@ -498,12 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     broken = sum(r.broken for r in records)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print()
-    print(summary_table(records, scenarios, args.slow_impl))
-    print()
-    print("Unchanged runs against the baseline, per implementation (median over its cases):")
-    print()
-    print(reference_table(records))
-    print()
+    print_tables(records, scenarios, args.slow_impl)
     print(
         f"{len(records) + (0 if args.baseline_dir else args.baseline_runs)} runs in {elapsed / 60:.1f} min "
         f"({broken} broken); "

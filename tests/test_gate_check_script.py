@@ -84,3 +84,23 @@ def test_the_reference_table_shows_offset_and_run_to_run_spread(gate: ModuleType
         f"{abs(statistics.median(dense_logs)):.1%}, {statistics.stdev(dense_logs):.1%} |"
     )
     assert expected in table
+
+
+def test_rejudge_forms_the_implementation_verdicts_again_from_saved_runs(gate: ModuleType, tmp_path: Path) -> None:
+    from harness.results import Result, save_results
+
+    def run(factor: float) -> list[Result]:
+        stale = Result("kernels", "all cases", "a", "over_dense_median", 9.0, kind="aggregate", verdict="regressed")
+        cases = [
+            Result("kernels", f"c{i}", "a", "over_dense", 2.0 * factor, kind="timing", baseline=2.0, verdict="ok")
+            for i in range(6)
+        ]
+        return [*cases, stale]
+
+    save_results(tmp_path / "unchanged-00.json", run(1.01), {})
+    save_results(tmp_path / "slowed_1.2x-00.json", run(1.2), {})
+    save_results(tmp_path / "baseline-00.json", run(1.0), {})  # baseline runs are not judged
+    records, scenarios = gate.rejudged_records(tmp_path, "kernels", "over_dense")
+    assert [(s.name, s.factor) for s in scenarios] == [("unchanged", 1.0), ("slowed 1.2x", 1.2)]
+    verdicts = {r.scenario: [(a["verdict"], round(a["value"], 3)) for a in r.aggregates] for r in records}
+    assert verdicts == {"unchanged": [("ok", 1.01)], "slowed 1.2x": [("regressed", 1.2)]}  # the stale one is gone
