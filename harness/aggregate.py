@@ -51,15 +51,19 @@ def _contended(result: Result) -> bool:
     return bool(result.extra.get("contended"))
 
 
-def _log_changes(results: Sequence[Result]) -> list[tuple[str, float]]:
-    """(case, log of value / baseline, sign flipped so that > 0 is worse) for each comparable result."""
-    changes = []
-    for r in results:
-        if r.baseline is None or not (r.baseline > 0 and r.value > 0 and math.isfinite(r.value)):
-            continue
-        change = math.log(r.value / r.baseline)
-        changes.append((r.case, change if r.direction == "lower" else -change))
-    return changes
+def _log_change(result: Result) -> float | None:
+    """log(value / baseline), sign flipped so that > 0 is worse; None when either is not a positive finite number."""
+    value, baseline = result.value, result.baseline
+    if baseline is None or not (0 < baseline < math.inf and 0 < value < math.inf):
+        return None
+    change = math.log(value / baseline)
+    return change if result.direction == "lower" else -change
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def aggregate_timing(
@@ -71,49 +75,64 @@ def aggregate_timing(
     confidence: float = AGGREGATE_CONFIDENCE,
     min_cases: int = AGGREGATE_MIN_CASES,
 ) -> list[Result]:
-    """One ``aggregate`` result per implementation that has at least ``min_cases`` compared ``metric`` results
-    in ``suite`` (timing results judged against a baseline; contended rounds are left out), in order of first
-    appearance. Its value is the median of value / baseline over the cases (1.18: 18% up), its samples the
-    per-case value / baseline."""
+    """One ``aggregate`` result per implementation (and direction) that has at least ``min_cases`` cases of
+    ``metric`` in ``suite`` compared with a baseline (timing results; a case recorded twice counts once, its last
+    result), in order of first appearance. Its value is the median of value / baseline over the cases (1.18:
+    18% up), its samples the per-case value / baseline.
+
+    Cases whose rounds were contended (``extra["contended"]``: a regression other jobs may have caused) are left
+    out; if any were and the others do not show a regression, the verdict is ``inconclusive``, since the cases
+    left out are the ones that looked slower."""
     from scipy.stats import binomtest
 
     if not (0.0 < confidence < 1.0):
         raise InvalidArgument(f"confidence={confidence!r}, expected a number strictly between 0 and 1")
     if not (min_effect >= 0.0 and math.isfinite(min_effect)):
         raise InvalidArgument(f"min_effect={min_effect!r}, expected a finite number >= 0")
-    by_implementation: dict[str, list[Result]] = {}
+    groups: dict[tuple[str, str], dict[str, Result]] = {}
     for r in results:
-        compared = r.suite == suite and r.metric == metric and r.kind == "timing" and r.verdict in COMPARED_VERDICTS
-        if compared and not _contended(r):
-            by_implementation.setdefault(r.implementation, []).append(r)
+        if r.suite == suite and r.metric == metric and r.kind == "timing" and r.verdict in COMPARED_VERDICTS:
+            cases = groups.setdefault((r.implementation, r.direction), {})
+            cases.pop(r.case, None)  # a case recorded again (a rerun) counts once, as its last result
+            cases[r.case] = r
     aggregates = []
     threshold = math.log1p(min_effect)
-    for implementation, rows in by_implementation.items():
-        changes = _log_changes(rows)
+    alpha = 1.0 - confidence
+    for (implementation, direction), by_case in groups.items():
+        contended = [case for case, r in by_case.items() if _contended(r)]
+        changes = {
+            case: change
+            for case, r in by_case.items()
+            if case not in contended and (change := _log_change(r)) is not None
+        }
         if len(changes) < max(min_cases, 1):
             continue
-        values = sorted(change for _, change in changes)
-        middle = len(values) // 2
-        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-        worse = sum(change > 0 for change in values)
-        better = sum(change < 0 for change in values)
+        median = _median(list(changes.values()))
+        worse = sum(change > 0 for change in changes.values())
+        better = sum(change < 0 for change in changes.values())
         moved = worse + better  # ties (no change at all) carry no sign
         p_worse = binomtest(worse, moved, 0.5, alternative="greater").pvalue if moved else 1.0
         p_better = binomtest(better, moved, 0.5, alternative="greater").pvalue if moved else 1.0
-        alpha = 1.0 - confidence
         if median > threshold and p_worse < alpha:
-            verdict, p_value = "regressed", p_worse
+            verdict = "regressed"
         elif median < -threshold and p_better < alpha:
-            verdict, p_value = "improved", p_better
+            verdict = "improved"
         else:
-            verdict, p_value = "ok", min(p_worse, p_better)
-        factor = math.exp(median if rows[0].direction == "lower" else -median)  # value / baseline, as the samples
+            verdict = "ok"
+        p_value = p_worse if median >= 0 else p_better  # the p of the side the median is on
         outcome = "no consistent change past min effect" if verdict == "ok" else verdict
+        if contended and verdict != "regressed":
+            verdict = "inconclusive"
+            outcome += (
+                f"; but {len(contended)} case(s) left out, their rounds contended ({', '.join(contended)}): "
+                "inconclusive"
+            )
+        sign = 1.0 if direction == "lower" else -1.0  # back from "> 0 is worse" to value / baseline
+        factor = math.exp(sign * median)
         statistic = (
-            f"median change {factor - 1:+.1%} over {len(values)} cases (min effect {min_effect:.0%}); {worse} worse, "
+            f"median change {factor - 1:+.1%} over {len(changes)} cases (min effect {min_effect:.0%}); {worse} worse, "
             f"{better} better, sign test p={p_value:.3g} ({confidence:.0%} one-sided): {outcome}"
         )
-        first = rows[0]
         aggregates.append(
             Result(
                 suite=suite,
@@ -123,12 +142,12 @@ def aggregate_timing(
                 value=factor,
                 unit="x baseline",
                 kind="aggregate",
-                direction=first.direction,
-                samples=tuple(math.exp(c if first.direction == "lower" else -c) for _, c in changes),
+                direction=direction,  # type: ignore[arg-type]  # a Result's, validated
+                samples=tuple(math.exp(sign * change) for change in changes.values()),
                 baseline=1.0,
                 verdict=verdict,
                 statistic=statistic,
-                extra={"aggregate_of": metric, "cases": [case for case, _ in changes]},
+                extra={"aggregate_of": metric, "cases": list(changes), "contended_cases": contended},
             )
         )
     return aggregates

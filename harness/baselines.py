@@ -456,12 +456,18 @@ def entry_from_result(result: Result) -> BaselineEntry:
 
 
 def compare_runs(old: Iterable[Result], new: Iterable[Result]) -> list[Result]:
-    """Every metric of ``new`` judged against ``old`` by the rule of its kind, then ``old``'s metrics that
+    """Every metric of ``new`` judged against ``old`` by the rule of its kind, then the implementation verdicts
+    (harness.aggregate) that ``new`` carried, formed again from these comparisons, then ``old``'s metrics that
     ``new`` lacks as missing. Results already marked missing in a file are not metrics and are skipped, and so
-    are aggregates (verdicts over one run's results, not measurements)."""
+    are the files' own aggregates (verdicts over one run against its baseline, not measurements)."""
+    from harness.aggregate import aggregate_timing
+
+    new = list(new)
     old_entries = {_key(*r.key): entry_from_result(r) for r in old if r.verdict != "missing" and r.kind != "aggregate"}
     new_results = [r for r in new if r.verdict != "missing" and r.kind != "aggregate"]
     compared = [compare_result(r, old_entries.get(_key(*r.key))) for r in new_results]
+    declared = sorted({(r.suite, str(r.extra.get("aggregate_of"))) for r in new if r.kind == "aggregate"})
+    aggregates = [a for suite, metric in declared for a in aggregate_timing(compared, suite, metric)]
     baseline = Baseline("compare", entries=old_entries)
     scope = {(entry.suite, entry.implementation) for entry in old_entries.values()}
-    return compared + missing_entries(baseline, new_results, scope)
+    return compared + aggregates + missing_entries(baseline, new_results, scope)

@@ -287,7 +287,8 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]
 
 
 def render_markdown(results: Sequence[Result], outcomes: Sequence[Outcome] = ()) -> str:
-    """A GitHub step summary: regressions first, then per suite the verdicts and metrics tables."""
+    """A GitHub step summary: regressions first, then per suite the verdicts and metrics tables, then the
+    implementation verdicts."""
     lines = ["## fourbit summary", ""]
     counts = verdict_counts(results)
     if counts:
@@ -312,7 +313,7 @@ def render_markdown(results: Sequence[Result], outcomes: Sequence[Outcome] = ())
         )
         lines.append("")
     outcome_suites = _by_suite(outcomes, lambda o: o.suite)
-    result_suites = _by_suite(results, lambda r: r.suite)
+    result_suites = _by_suite((r for r in results if r.kind != "aggregate"), lambda r: r.suite)
     for suite in [*outcome_suites, *(s for s in result_suites if s not in outcome_suites)]:
         lines += [f"### {suite or 'results'}", ""]
         if suite in outcome_suites:
@@ -339,4 +340,15 @@ def render_markdown(results: Sequence[Result], outcomes: Sequence[Outcome] = ())
                 ),
             )
             lines.append("")
+    aggregates = [r for r in results if r.kind == "aggregate"]
+    if aggregates:
+        lines += ["### Implementation verdicts (median change over all cases)", ""]
+        lines += _md_table(
+            ("suite", "implementation", "metric", "median change", "verdict", "statistic"),
+            (
+                (r.suite, r.implementation, r.metric, f"{r.value - 1:+.1%}", r.verdict or "-", r.statistic)
+                for r in aggregates
+            ),
+        )
+        lines.append("")
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@ with aggregates, and the plugin end to end (a marked suite whose cases each pass
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import textwrap
@@ -98,6 +99,46 @@ def test_only_compared_uncontended_results_of_the_suite_and_metric_count() -> No
     aggregate = _only(aggregate_timing(slow + others, SUITE, METRIC))
     assert aggregate.extra["cases"] == [f"case-{i}" for i in range(5)]
     assert aggregate.value == pytest.approx(1.2)
+
+
+def test_a_case_recorded_twice_counts_once_as_its_last_result() -> None:
+    rerun = [_result(0, 1.3) for _ in range(4)] + [_result(0, 1.0)]  # one case, recorded five times
+    assert aggregate_timing(rerun, SUITE, METRIC) == []  # one case is too few
+    results = [_result(i, 1.2) for i in range(5)] + [_result(0, 0.9)]  # case-0 again, faster
+    aggregate = _only(aggregate_timing(results, SUITE, METRIC))
+    assert aggregate.extra["cases"] == [f"case-{i}" for i in range(1, 5)] + ["case-0"]
+    assert "4 worse, 1 better" in aggregate.statistic
+
+
+def test_left_out_contended_cases_make_an_unregressed_implementation_inconclusive() -> None:
+    contended = [_result(i, 1.4, verdict="inconclusive", extra={"contended": True}) for i in range(3)]
+    steady = [_result(i, 1.01) for i in range(3, 8)]
+    aggregate = _only(aggregate_timing(contended + steady, SUITE, METRIC))
+    assert aggregate.verdict == "inconclusive", aggregate.statistic
+    assert aggregate.extra["contended_cases"] == ["case-0", "case-1", "case-2"]
+    assert "3 case(s) left out" in aggregate.statistic
+    slow = [_result(i, 1.2) for i in range(3, 8)]  # the others show the regression on their own
+    assert _only(aggregate_timing(contended + slow, SUITE, METRIC)).verdict == "regressed"
+
+
+def test_values_or_baselines_that_are_not_positive_and_finite_are_left_out() -> None:
+    odd = [
+        _result(5, math.nan),
+        _result(6, math.inf),
+        _result(7, 0.0),
+        dataclasses.replace(_result(8, 1.0), baseline=math.inf),
+        dataclasses.replace(_result(9, 1.0), baseline=0.0),
+        dataclasses.replace(_result(10, 1.0), baseline=None),
+    ]
+    aggregate = _only(aggregate_timing([_result(i, 1.2) for i in range(5)] + odd, SUITE, METRIC))
+    assert aggregate.extra["cases"] == [f"case-{i}" for i in range(5)]
+
+
+def test_an_ok_verdict_reports_the_p_value_of_the_side_its_median_is_on() -> None:
+    factors = [1.05, 1.04, 1.06, 0.9, 0.95, 1.02]  # median +3%, 4 worse of 6: p = 0.344 (the other side: 0.891)
+    aggregate = _only(aggregate_timing([_result(i, f) for i, f in enumerate(factors)], SUITE, METRIC))
+    assert aggregate.verdict == "ok"
+    assert "sign test p=0.344" in aggregate.statistic
 
 
 def test_too_few_cases_form_no_aggregate_and_implementations_are_separate() -> None:
@@ -201,3 +242,21 @@ def test_a_malformed_aggregate_marker_is_a_usage_error(
     result = _run(pytester, 1.0)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "expected one metric name" in result.stderr.str()
+
+
+def test_comparing_two_result_files_forms_the_implementation_verdicts_again() -> None:
+    def run(factor: float, verdict: str) -> list[Result]:
+        cases = [
+            Result(SUITE, f"case-{i}", "impl", METRIC, 2.0 * factor * (1 + i / 100), kind="timing", samples=(1.0,))
+            for i in range(6)
+        ]
+        stale = Result(SUITE, AGGREGATE_CASE, "impl", aggregate_metric_name(METRIC), 9.0, kind="aggregate")
+        stale = dataclasses.replace(stale, verdict=verdict, extra={"aggregate_of": METRIC})
+        return [*cases, stale]
+
+    compared = compare_runs(run(1.0, "ok"), run(1.2, "ok"))
+    aggregates = [r for r in compared if r.kind == "aggregate"]
+    assert [(a.implementation, a.verdict) for a in aggregates] == [("impl", "regressed")]
+    assert aggregates[0].value == pytest.approx(1.2)
+    same = [r for r in compare_runs(run(1.0, "regressed"), run(1.0, "regressed")) if r.kind == "aggregate"]
+    assert [a.verdict for a in same] == ["ok"]  # the files' own verdicts are not carried over

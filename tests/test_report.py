@@ -381,3 +381,8 @@ def test_implementation_verdicts_get_their_own_table_after_the_metrics() -> None
     assert "slow" in lines[0] and "+20.0%" in lines[0] and "regressed" in lines[0]
     assert "same" in lines[1] and "+0.0%" in lines[1] and "ok" in lines[1]
     assert text.splitlines()[-1] == "baseline: 2 ok, 1 regressed"
+    markdown = render_markdown(cases[:1] + aggregates)
+    suite_section, verdicts_section = markdown.split("### Implementation verdicts (median change over all cases)")
+    assert "all cases" not in suite_section.split("### kernels")[1]
+    assert "| kernels | slow | over_dense_median | +20.0% | regressed |" in verdicts_section
+    assert "| kernels | same | over_dense_median | +0.0% | ok |" in verdicts_section
