@@ -24,8 +24,10 @@ __all__ = [
     "write_json_atomically",
 ]
 
-RESULTS_SCHEMA_VERSION = 1
-"""Version of the ``--json`` result file layout."""
+RESULTS_SCHEMA_VERSION = 2
+"""Version of the ``--json`` result file layout this harness writes. 2 added the kind ``aggregate``; a version-1
+file is a valid version-2 file, so both are read (a harness that reads only 1 refuses a 2 by its version)."""
+OLDEST_READABLE_RESULTS_SCHEMA = 1
 
 KINDS = ("exact", "timing", "sampled", "info", "aggregate")
 """exact: deterministic; timing: noisy, compared as interleaved ratios; sampled: accuracy over items;
@@ -198,9 +200,12 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise BaselineFormatError(f"results {str(path)!r}: expected an object with a 'results' list")
     version = document.get("schema_version")
-    if version != RESULTS_SCHEMA_VERSION:
+    number = version if isinstance(version, int) and not isinstance(version, bool) else None
+    if number is None or not OLDEST_READABLE_RESULTS_SCHEMA <= number <= RESULTS_SCHEMA_VERSION:
+        newer = number is not None and number > RESULTS_SCHEMA_VERSION
         raise BaselineFormatError(
-            f"results {str(path)!r}: schema_version={version!r}, expected {RESULTS_SCHEMA_VERSION}"
+            f"results {str(path)!r}: schema_version={version!r}, expected {OLDEST_READABLE_RESULTS_SCHEMA} to "
+            f"{RESULTS_SCHEMA_VERSION}{' (written by a newer fourbit-harness: upgrade it)' if newer else ''}"
         )
     results = []
     for index, record in enumerate(document["results"]):

@@ -111,14 +111,22 @@ def test_corrupt_json_names_the_file_line_and_column(tmp_path: Path) -> None:
     assert f"line {decode.value.lineno}, column {decode.value.colno}" in message
 
 
-@pytest.mark.parametrize("version", [RESULTS_SCHEMA_VERSION - 1, RESULTS_SCHEMA_VERSION + 1, None])
-def test_another_schema_version_is_refused(tmp_path: Path, version: int | None) -> None:
+@pytest.mark.parametrize("version", [0, RESULTS_SCHEMA_VERSION + 1, None, "2", True])
+def test_another_schema_version_is_refused(tmp_path: Path, version: object) -> None:
     document: dict[str, Any] = {"schema_version": version, "environment": {}, "results": []}
     path = _write_text(tmp_path / "other.json", json.dumps(document))
     with pytest.raises(BaselineFormatError) as excinfo:
         load_results(path)
     assert str(path) in str(excinfo.value)
-    assert f"schema_version={version!r}, expected {RESULTS_SCHEMA_VERSION}" in str(excinfo.value)
+    assert f"schema_version={version!r}, expected 1 to {RESULTS_SCHEMA_VERSION}" in str(excinfo.value)
+    assert ("newer fourbit-harness" in str(excinfo.value)) == (version == RESULTS_SCHEMA_VERSION + 1)
+
+
+def test_a_version_1_file_is_read(tmp_path: Path) -> None:
+    """Version 2 only added the kind ``aggregate``: files of version 1 (no aggregates) read as they are."""
+    document = {"schema_version": 1, "environment": {"x": 1}, "results": [FULL.as_json()]}
+    environment, results = load_results(_write_text(tmp_path / "v1.json", json.dumps(document)))
+    assert (environment, results) == ({"x": 1}, [FULL])
 
 
 @pytest.mark.parametrize(
