@@ -522,7 +522,8 @@ class _SessionReporter:
             aggregates = self._aggregates()
             missing = missing_entries(state.baseline, state.results, scope)
             state.results.extend(aggregates + missing)
-            failed = failed or any(r.verdict == "regressed" for r in aggregates)
+            failing = ("regressed", "inconclusive") if config.getoption("fourbit_strict") else ("regressed",)
+            failed = failed or any(r.verdict in failing for r in aggregates)
             failed = failed or bool(missing and config.getoption("fourbit_strict"))
         if config.getoption("update_baselines"):
             self._write_baseline()
