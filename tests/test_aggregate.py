@@ -15,7 +15,7 @@ from harness.aggregate import AGGREGATE_CASE, aggregate_metric_name, aggregate_t
 from harness.baselines import Baseline, BaselineEntry, compare_result, compare_runs, update_baseline
 from harness.errors import InvalidArgument
 from harness.results import Result
-from tests.test_plugin_baselines import REPO, TOY_MODULE
+from tests.test_plugin_baselines import TOY_MODULE
 
 pytest_plugins = ["pytester"]
 
@@ -184,12 +184,7 @@ def test_case(quantizer, record, case):
 """
 
 
-def _project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, suite: str = MARKED_SUITE) -> Path:
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    monkeypatch.syspath_prepend(str(REPO))
-    monkeypatch.syspath_prepend(str(pytester.path))
+def _project(pytester: pytest.Pytester, suite: str = MARKED_SUITE) -> Path:
     (pytester.path / "toyquant.py").write_text(textwrap.dedent(TOY_MODULE))
     (pytester.path / "kernels").mkdir()
     (pytester.path / "kernels" / "test_marked.py").write_text(textwrap.dedent(suite))
@@ -205,41 +200,35 @@ def _run(pytester: pytest.Pytester, factor: float, *args: str) -> pytest.RunResu
 
 
 def test_the_plugin_fails_a_run_whose_implementation_regressed_while_every_case_passed(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner_pytest: pytest.Pytester,
 ) -> None:
-    from hypothesis import settings
+    _project(inner_pytest)
+    for _ in range(3):
+        assert _run(inner_pytest, 1.0, "--update-baselines").ret == pytest.ExitCode.OK
+    stored = json.loads(next((inner_pytest.path / "baselines").glob("*.json")).read_text())["metrics"]
+    assert len(stored) == 6 and all(entry["kind"] == "timing" for entry in stored.values())
 
-    profile = settings.get_current_profile_name()
-    try:
-        _project(pytester, monkeypatch)
-        for _ in range(3):
-            assert _run(pytester, 1.0, "--update-baselines").ret == pytest.ExitCode.OK
-        stored = json.loads(next((pytester.path / "baselines").glob("*.json")).read_text())["metrics"]
-        assert len(stored) == 6 and all(entry["kind"] == "timing" for entry in stored.values())
+    result = _run(inner_pytest, 1.0, "--fourbit-json", "same.json")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert "baseline: 7 ok" in result.stdout.str()  # six cases and the implementation
 
-        result = _run(pytester, 1.0, "--fourbit-json", "same.json")
-        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-        assert "baseline: 7 ok" in result.stdout.str()  # six cases and the implementation
-
-        result = _run(pytester, 1.12, "--fourbit-json", "slow.json")
-        output = result.stdout.str()
-        result.assert_outcomes(passed=6)  # no single case is significant past its 10% minimum effect...
-        assert result.ret == pytest.ExitCode.TESTS_FAILED, output  # ...the implementation is
-        saved = json.loads((pytester.path / "slow.json").read_text())["results"]
-        aggregate = next(r for r in saved if r["kind"] == "aggregate")
-        assert (aggregate["implementation"], aggregate["verdict"]) == ("toy-a", "regressed")
-        assert {r["verdict"] for r in saved if r["kind"] == "timing"} == {"ok"}
-        assert "ratio_median of toy-a on all cases (kernels) regressed" in output
-        assert "6 worse, 0 better" in output
-    finally:
-        settings.load_profile(profile)
+    result = _run(inner_pytest, 1.12, "--fourbit-json", "slow.json")
+    output = result.stdout.str()
+    result.assert_outcomes(passed=6)  # no single case is significant past its 10% minimum effect...
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, output  # ...the implementation is
+    saved = json.loads((inner_pytest.path / "slow.json").read_text())["results"]
+    aggregate = next(r for r in saved if r["kind"] == "aggregate")
+    assert (aggregate["implementation"], aggregate["verdict"]) == ("toy-a", "regressed")
+    assert {r["verdict"] for r in saved if r["kind"] == "timing"} == {"ok"}
+    assert "ratio_median of toy-a on all cases (kernels) regressed" in output
+    assert "6 worse, 0 better" in output
 
 
 def test_a_malformed_aggregate_marker_is_a_usage_error(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner_pytest: pytest.Pytester,
 ) -> None:
-    _project(pytester, monkeypatch, MARKED_SUITE.replace('fourbit_aggregate("ratio")', "fourbit_aggregate()"))
-    result = _run(pytester, 1.0)
+    _project(inner_pytest, MARKED_SUITE.replace('fourbit_aggregate("ratio")', "fourbit_aggregate()"))
+    result = _run(inner_pytest, 1.0)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "expected one metric name" in result.stderr.str()
 

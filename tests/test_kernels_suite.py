@@ -9,7 +9,6 @@ import math
 import statistics
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -227,20 +226,11 @@ def toys():
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Pytester]:
-    from hypothesis import settings
-
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    monkeypatch.syspath_prepend(str(REPO))
-    monkeypatch.syspath_prepend(str(pytester.path))
-    (pytester.path / "toykernels.py").write_text(textwrap.dedent(TOY_MODULE))
-    (pytester.path / "kernels").mkdir()
-    (pytester.path / "kernels" / "test_kernels.py").write_text(SUITE_FILE.read_text())
-    profile = settings.get_current_profile_name()
-    yield pytester
-    settings.load_profile(profile)
+def project(inner_pytest: pytest.Pytester) -> pytest.Pytester:
+    (inner_pytest.path / "toykernels.py").write_text(textwrap.dedent(TOY_MODULE))
+    (inner_pytest.path / "kernels").mkdir()
+    (inner_pytest.path / "kernels" / "test_kernels.py").write_text(SUITE_FILE.read_text())
+    return inner_pytest
 
 
 def _run_suite(project: pytest.Pytester, *args: str) -> pytest.RunResult:

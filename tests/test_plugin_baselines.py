@@ -12,9 +12,7 @@ import dataclasses
 import json
 import statistics
 import textwrap
-from collections.abc import Iterator
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +24,6 @@ from harness.results import Result, load_results
 
 pytest_plugins = ["pytester"]
 
-REPO = Path(__file__).resolve().parents[1]
 PYTEST_VERSION = metadata.version("pytest")
 
 TOY_MODULE = """
@@ -92,11 +89,9 @@ def _key(case: str, metric: str) -> str:
 class Project:
     """A pytester project with the toy quantizer, the two tests, and a baseline folder."""
 
-    def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, pytester: pytest.Pytester) -> None:
         self.pytester = pytester
         self.path = pytester.path
-        monkeypatch.syspath_prepend(str(REPO))
-        monkeypatch.syspath_prepend(str(self.path))
         (self.path / "toyquant.py").write_text(textwrap.dedent(TOY_MODULE))
         (self.path / SUITE).mkdir()
         (self.path / SUITE / "test_metrics.py").write_text(textwrap.dedent(TEST_MODULE))
@@ -134,15 +129,8 @@ def _output(result: pytest.RunResult) -> str:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
-    from hypothesis import settings
-
-    monkeypatch.setenv("COLUMNS", "250")  # the rich summary must not wrap what is asserted on
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)  # inner runs must not write the outer CI's summary
-    profile = settings.get_current_profile_name()
-    yield Project(pytester, monkeypatch)
-    settings.load_profile(profile)  # in-process runs load the harness's profile
+def project(inner_pytest: pytest.Pytester) -> Project:
+    return Project(inner_pytest)
 
 
 @pytest.fixture
