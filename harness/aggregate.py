@@ -19,7 +19,8 @@ kind ``aggregate`` and are never written to a baseline.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import statistics
+from collections.abc import Iterable
 
 from harness.errors import InvalidArgument
 from harness.results import Result
@@ -58,12 +59,6 @@ def _log_change(result: Result) -> float | None:
         return None
     change = math.log(value / baseline)
     return change if result.direction == "lower" else -change
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def aggregate_timing(
@@ -107,7 +102,7 @@ def aggregate_timing(
         }
         if len(changes) < max(min_cases, 1):
             continue
-        median = _median(list(changes.values()))
+        median = statistics.median(changes.values())
         worse = sum(change > 0 for change in changes.values())
         better = sum(change < 0 for change in changes.values())
         moved = worse + better  # ties (no change at all) carry no sign
