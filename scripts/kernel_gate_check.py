@@ -207,6 +207,7 @@ def _add_results(record: RunRecord, results: Sequence[Any]) -> None:
                     "verdict": result.verdict,
                     "rounds": len(result.samples),
                     "retimed": bool(result.extra.get("retimed")),
+                    **_fresh_rerun(result),
                     "load_average_1m": result.extra.get("load_average_1m"),
                 }
             )
@@ -218,14 +219,32 @@ def _add_results(record: RunRecord, results: Sequence[Any]) -> None:
                     "value": result.value,
                     "verdict": result.verdict,
                     "cases": len(result.samples),
+                    **_fresh_rerun(result),
                 }
             )
+
+
+def _fresh_rerun(result: Any) -> dict[str, Any]:
+    """Whether the result was measured again in a fresh process (harness.reruns), and its first verdict."""
+    first = result.extra.get("first_process")
+    return {
+        "fresh_rerun": bool(result.extra.get("rerun_in_fresh_process")),
+        "first_verdict": first.get("verdict") if isinstance(first, dict) else None,
+    }
+
+
+def _reruns_cell(runs: Sequence[RunRecord]) -> str:
+    """Results measured again in a fresh process, and how many of those went from regressed to not regressed."""
+    again = [g for r in runs for g in (*r.gated, *r.aggregates) if g.get("fresh_rerun")]
+    cleared = sum(g["first_verdict"] == "regressed" and g["verdict"] != "regressed" for g in again)
+    return f"{len(again)} ({cleared} cleared)"
 
 
 def rejudged_records(folder: Path, suite: str, metric: str) -> tuple[list[RunRecord], list[Scenario]]:
     """Result files of an earlier gate check (``<scenario>-<index>.json``, as run_once names them), with the
     implementation verdicts formed again by the current harness.aggregate: what the current rule would have
-    said about those runs. Per-case verdicts are kept as recorded."""
+    said about those runs. Per-case verdicts are kept as recorded, and so is a verdict that was formed from a
+    re-run in a fresh process (harness.reruns): the re-run's measurements are in it, not in the saved cases."""
     from harness.aggregate import aggregate_timing
     from harness.results import load_results
 
@@ -239,8 +258,14 @@ def rejudged_records(folder: Path, suite: str, metric: str) -> tuple[list[RunRec
         scenarios.setdefault(name, Scenario(name, factor))
         _, results = load_results(path)
         measured = [r for r in results if r.kind != "aggregate"]
+        rerun = {
+            (r.implementation, r.metric): r
+            for r in results
+            if r.kind == "aggregate" and r.extra.get("rerun_in_fresh_process")
+        }
+        formed = [rerun.get((a.implementation, a.metric), a) for a in aggregate_timing(measured, suite, metric)]
         record = RunRecord(name, int(index), 0, math.nan)
-        _add_results(record, [*measured, *aggregate_timing(measured, suite, metric)])
+        _add_results(record, [*measured, *formed])
         records.append(record)
     order = sorted(scenarios.values(), key=lambda scenario: scenario.factor)
     return records, order
@@ -290,8 +315,8 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
     the slowed scenarios, each gated metric of the slowed implementation."""
     lines = [
         "| scenario | runs | runs flagged | by a case | by an implementation | gated metrics compared | regressed | "
-        "retimed | change: median, 1st-99th pct, max | run time | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "retimed | fresh-process re-runs | change: median, 1st-99th pct, max | run time | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         runs = [r for r in records if r.scenario == scenario.name and not r.broken]
@@ -307,10 +332,11 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
         )
         loads = [g["load_average_1m"] for g in entries if g["load_average_1m"] is not None]
         load = f"{statistics.median(loads):.1f} [{min(loads):.1f}, {max(loads):.1f}]" if loads else "-"
+        retimed = sum(g["retimed"] for g in entries)
         lines.append(
             f"| {scenario.name} | {len(runs)} | {sum(r.flagged for r in runs)} of {len(runs)} | "
             f"{sum(r.flagged_by_case for r in runs)} | {sum(r.flagged_by_aggregate for r in runs)} | {len(entries)} | "
-            f"{sum(g['verdict'] == 'regressed' for g in entries)} | {sum(g['retimed'] for g in entries)} | {spread} | "
+            f"{sum(g['verdict'] == 'regressed' for g in entries)} | {retimed} | {_reruns_cell(runs)} | {spread} | "
             f"{_seconds(runs)} | {load} |"
         )
     lines += ["", "Implementation verdicts (median change over an implementation's cases, harness.aggregate)", ""]

@@ -104,3 +104,29 @@ def test_rejudge_forms_the_implementation_verdicts_again_from_saved_runs(gate: M
     assert [(s.name, s.factor) for s in scenarios] == [("unchanged", 1.0), ("slowed 1.2x", 1.2)]
     verdicts = {r.scenario: [(a["verdict"], round(a["value"], 3)) for a in r.aggregates] for r in records}
     assert verdicts == {"unchanged": [("ok", 1.01)], "slowed 1.2x": [("regressed", 1.2)]}  # the stale one is gone
+
+
+def test_the_summary_counts_fresh_process_reruns_and_those_they_cleared(gate: ModuleType) -> None:
+    cleared = {**_gated("a", "c", "over_dense", 0.02), "fresh_rerun": True, "first_verdict": "regressed"}
+    confirmed = {**_gated("a", "d", "over_dense", 0.3, "regressed"), "fresh_rerun": True, "first_verdict": "regressed"}
+    aggregate = {**_aggregate("a", 0.03, "ok"), "fresh_rerun": True, "first_verdict": "regressed"}
+    record = gate.RunRecord(
+        "unchanged", 0, 1, 100.0, [cleared, confirmed, _gated("a", "e", "over_dense", 0.0)], [aggregate]
+    )
+    table = gate.summary_table([record], [gate.Scenario("unchanged", 1.0)], "a")
+    assert "| 3 (2 cleared) |" in table
+
+
+def test_rejudge_keeps_a_verdict_formed_from_a_fresh_process_rerun(gate: ModuleType, tmp_path: Path) -> None:
+    from harness.results import Result, save_results
+
+    cases = [
+        Result("kernels", f"c{i}", "a", "over_dense", 2.4, kind="timing", baseline=2.0, verdict="ok") for i in range(6)
+    ]
+    rerun = Result(
+        "kernels", "all cases", "a", "over_dense_median", 1.01, kind="aggregate", verdict="ok",
+        extra={"rerun_in_fresh_process": True, "first_process": {"verdict": "regressed", "value": 1.2}},
+    )  # fmt: skip
+    save_results(tmp_path / "unchanged-00.json", [*cases, rerun], {})
+    (record,), _ = gate.rejudged_records(tmp_path, "kernels", "over_dense")
+    assert [(a["verdict"], a["value"], a["fresh_rerun"]) for a in record.aggregates] == [("ok", 1.01, True)]
