@@ -4,7 +4,7 @@ how often a real 1.2x / 1.5x slowdown is caught.
 Protocol (each run is a fresh ``pytest suites/kernels`` process; by default the whole default suite):
 
 1. baseline: ``--baseline-runs`` runs with ``--update-baselines`` into a temporary baseline folder (a timing
-   baseline folds the per-run median ratios of up to 5 runs; their spread is what later runs are judged by);
+   baseline folds the per-run median ratios of up to 10 runs; their spread is what later runs are judged by);
 2. ``--runs`` rounds; each round runs every scenario once, in turn, so all scenarios see the same stretches of
    machine load: ``unchanged`` (A/A: goal, no run flags anything) and one ``slowed Nx`` scenario per
    ``--slowdowns`` factor, which runs the same tests with one implementation slowed (``--slowed-only`` runs

@@ -1,0 +1,119 @@
+"""Which reference moves with a kernel when a neighbour loads the machine? A probe for the kernels suite's gate.
+
+Times a few kernels on one torch thread (as the suite does, freed memory kept) in interleaved rounds against
+three references: the suite's two (``copy``: a copy of the bytes the kernel must move; ``dense``: F.linear at
+batch 16 on the same weight) and a third candidate, ``weight_copy``: a copy of a dense weight's bytes (read
+and write rows x cols float32), which is the traffic a kernel that materialises the weight really has. Three
+phases in one process: quiet, then with a neighbour process on the other core streaming memory (copies of
+256 MiB tensors), then with a neighbour that only computes (a Python busy loop). For each kernel and
+reference it prints the median per-round ratio kernel/reference per phase and its change from the quiet
+phase: a reference tracks the kernel when that change stays near zero.
+
+    .venv/bin/python scripts/reference_tracking_probe.py            # about 2 minutes
+    .venv/bin/python scripts/reference_tracking_probe.py --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+NEIGHBOURS = {
+    "memory": "import torch\ntorch.set_num_threads(1)\na=torch.ones(1<<28,dtype=torch.uint8)\nb=torch.empty_like(a)\n"
+    "while True:\n    b.copy_(a)\n",
+    "compute": "while True:\n    sum(i*i for i in range(10000))\n",
+}
+CASES = (
+    ("ref-nf4", "dequantize", (4096, 4096)),
+    ("ref-nf4", "matmul", (4096, 4096)),
+    ("ref-fp4", "matmul", (256, 1024)),
+    ("bnb-nf4", "dequantize", (4096, 4096)),
+    ("bnb-nf4", "matmul", (4096, 4096)),
+)
+
+
+def _calls() -> list[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]]:
+    import torch
+    import torch.nn.functional as F
+
+    from harness.plugins import load_registry
+    from harness.timing import copy_reference
+
+    registry = load_registry()
+    calls = []
+    for name, op, (rows, cols) in CASES:
+        if name not in registry.implementations:
+            continue
+        quantizer = registry.implementations[name].quantizer
+        weight = torch.randn((rows, cols), generator=torch.Generator().manual_seed(0))
+        q = quantizer.quantize(weight.clone())
+        x = torch.randn((16, cols), generator=torch.Generator().manual_seed(1))
+        moved = q.nbytes + (rows * cols * 4 if op == "dequantize" else 16 * (rows + cols) * 4)
+        kernel: Callable[[], object] = (
+            functools.partial(quantizer.dequantize, q)
+            if op == "dequantize"
+            else functools.partial(quantizer.matmul, x, q)
+        )
+        references = {
+            "copy": copy_reference(moved),
+            "weight_copy": copy_reference(2 * rows * cols * 4),
+            "dense": functools.partial(F.linear, x, weight),
+        }
+        calls.append((f"{name} {op} {rows}x{cols}", kernel, references, moved))
+    return calls
+
+
+def _phase(
+    calls: Sequence[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]], seconds: float
+) -> dict[tuple[str, str], float]:
+    from harness.timing import time_interleaved
+
+    medians = {}
+    for label, kernel, references, moved in calls:
+        runs = time_interleaved(
+            kernel, references, bytes_moved=moved, min_rounds=5, max_rounds=2000, warmup=3, max_seconds=seconds,
+            target_ci=1e-9,
+        )  # fmt: skip
+        for reference, run in runs.items():
+            medians[(label, reference)] = run.median_ratio
+    return medians
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds of rounds per kernel and phase")
+    args = parser.parse_args(argv)
+    import torch
+
+    from harness.timing import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    calls = _calls()
+    phases = {"quiet": _phase(calls, args.seconds)}
+    for neighbour, code in NEIGHBOURS.items():
+        process = subprocess.Popen([sys.executable, "-c", code])
+        try:
+            time.sleep(1.0)
+            phases[neighbour] = _phase(calls, args.seconds)
+        finally:
+            process.kill()
+            process.wait()
+        phases[f"quiet again after {neighbour}"] = _phase(calls, args.seconds)
+    print("| kernel | reference | " + " | ".join(phases) + " |")
+    print("|---|---|" + "---|" * len(phases))
+    for key in phases["quiet"]:
+        quiet = phases["quiet"][key]
+        cells = [f"{quiet:.3g}"] + [
+            f"{values[key] / quiet - 1:+.1%}" for name, values in phases.items() if name != "quiet"
+        ]
+        print(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
