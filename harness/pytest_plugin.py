@@ -554,8 +554,8 @@ class _SessionReporter:
             result = yield
         bad = self._failing_results(item.nodeid)
         for _ in range(self.config.getoption("fourbit_timing_reruns")):
-            if not any(r.kind == "timing" for r in bad):
-                break
+            if not any(r.kind == "timing" and r.verdict in ("regressed", "inconclusive") for r in bad):
+                break  # nothing a second measurement could change ("new": no baseline to compare with)
             self._rerun_case(item)
             bad = self._failing_results(item.nodeid)
         if bad:
