@@ -1,9 +1,10 @@
 """Which reference moves with a kernel when a neighbour loads the machine? A probe for the kernels suite's gate.
 
 Times a few kernels on one torch thread (as the suite does, freed memory kept) in interleaved rounds against
-three references: the suite's two (``copy``: a copy of the bytes the kernel must move; ``dense``: F.linear at
-batch 16 on the same weight) and a third candidate, ``weight_copy``: a copy of a dense weight's bytes (read
-and write rows x cols float32), which is the traffic a kernel that materialises the weight really has. Three
+four references: the suite's two (``copy``: a copy of the bytes the kernel must move; ``dense``: F.linear at
+batch 16 on the same weight) and two candidates: ``weight_copy``, a copy of a dense weight's bytes (read and
+write rows x cols float32), which is the traffic a kernel that materialises the weight really has, and
+``lookup``, a frozen pure-torch dequantize (table lookup and block scales) like the pure-torch references. Three
 phases in one process: quiet, then with a neighbour process on the other core streaming memory (copies of
 256 MiB tensors), then with a neighbour that only computes (a Python busy loop). For each kernel and
 reference it prints the median per-round ratio kernel/reference per phase and its change from the quiet
@@ -11,6 +12,7 @@ phase: a reference tracks the kernel when that change stays near zero.
 
     .venv/bin/python scripts/reference_tracking_probe.py            # about 2 minutes
     .venv/bin/python scripts/reference_tracking_probe.py --seconds 8
+    for i in 1 2 3 4; do .venv/bin/python scripts/reference_tracking_probe.py --quiet-only; done   # per process
 """
 
 from __future__ import annotations
@@ -62,9 +64,26 @@ def _calls() -> list[tuple[str, Callable[[], object], dict[str, Callable[[], obj
             "copy": copy_reference(moved),
             "weight_copy": copy_reference(2 * rows * cols * 4),
             "dense": functools.partial(F.linear, x, weight),
+            "lookup": _lookup_control(rows, cols),
         }
         calls.append((f"{name} {op} {rows}x{cols}", kernel, references, moved))
     return calls
+
+
+def _lookup_control(rows: int, cols: int) -> Callable[[], object]:
+    """A frozen pure-torch dequantize: 4-bit codes (one per byte) looked up in a 16-entry table and scaled per
+    block of 64, into a new tensor, as the pure-torch references do (int64 indices, temporaries and all)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(2)
+    codes = torch.randint(0, 16, (rows * cols,), dtype=torch.uint8, generator=generator)
+    table = torch.linspace(-1.0, 1.0, 16)
+    scales = torch.rand(rows * cols // 64, generator=generator)
+
+    def control() -> object:
+        return (table[codes.long()].view(-1, 64) * scales[:, None]).view(rows, cols)
+
+    return control
 
 
 def _phase(
@@ -86,6 +105,12 @@ def _phase(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds of rounds per kernel and phase")
+    parser.add_argument(
+        "--quiet-only",
+        action="store_true",
+        help="one quiet phase, ratios only: run it in several processes to see which reference varies least "
+        "between processes",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -95,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     calls = _calls()
     phases = {"quiet": _phase(calls, args.seconds)}
+    if args.quiet_only:
+        for (label, reference), ratio in phases["quiet"].items():
+            print(f"{label} | {reference} | {ratio:.4g}")
+        return 0
     for neighbour, code in NEIGHBOURS.items():
         process = subprocess.Popen([sys.executable, "-c", code])
         try:
