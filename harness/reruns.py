@@ -2,7 +2,7 @@
 
 Why a fresh process: in 20-run gate checks of an unchanged tree (scripts/kernel_gate_check.py), the false
 alarms that survived an in-process re-time were slow for the life of one process: one case of one
-implementation slow by 1.5-2.5x through its re-time, or one run in which every pure-torch elementwise kernel
+implementation slow by 1.7-2.5x through its re-time, or one run in which every pure-torch elementwise kernel
 sat 12-16% slower against the dense layer. Heap placement (outputs reuse the same freed block), the
 process's memory layout, or the CPU it started on persist within a process and not across processes; a
 slower kernel is slower in any process. So a timing regression is measured again by a new interpreter
