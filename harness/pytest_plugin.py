@@ -617,8 +617,7 @@ class _SessionReporter:
             aggregates = self._aggregates(session)
             missing = missing_entries(state.baseline, state.results, scope)
             state.results.extend(aggregates + missing)
-            failing = ("regressed", "inconclusive") if config.getoption("fourbit_strict") else ("regressed",)
-            failed = failed or any(r.verdict in failing for r in aggregates)
+            failed = failed or any(r.verdict in self._failing_aggregate_verdicts() for r in aggregates)
             failed = failed or bool(missing and config.getoption("fourbit_strict"))
         if config.getoption("update_baselines"):
             self._write_baseline()
@@ -633,7 +632,7 @@ class _SessionReporter:
         outcomes stay those of this run."""
         state = self.config.stash[_STATE]
         aggregates = self._form_aggregates(state.results)
-        failing = ("regressed", "inconclusive") if self.config.getoption("fourbit_strict") else ("regressed",)
+        failing = self._failing_aggregate_verdicts()
         for _ in range(self.config.getoption("fourbit_timing_reruns")):
             flagged = {(r.suite, r.implementation) for r in aggregates if r.verdict in failing}
             if not flagged:
@@ -643,6 +642,10 @@ class _SessionReporter:
 
         state.messages.extend(regression_message(r) for r in aggregates if r.verdict == "regressed")
         return aggregates
+
+    def _failing_aggregate_verdicts(self) -> tuple[str, ...]:
+        """Implementation verdicts that fail the run: regressed, and inconclusive under --fourbit-strict."""
+        return ("regressed", "inconclusive") if self.config.getoption("fourbit_strict") else ("regressed",)
 
     def _form_aggregates(self, results: list[Result]) -> list[Result]:
         from harness.aggregate import aggregate_timing

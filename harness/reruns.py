@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.errors import BaselineFormatError
@@ -42,7 +42,6 @@ class RerunCommand:
     cwd: Path
     plugins: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
-    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,6 @@ class FreshRun:
     """What a fresh process returned: its results (empty when it wrote none) and, if it went wrong, why."""
 
     results: list[Result]
-    returncode: int | None
     error: str | None = None
 
 
@@ -97,8 +95,7 @@ def run_fresh(command: RerunCommand, targets: Sequence[str], timeout: float = DE
     The child inherits the environment (PYTHONPATH, the gate check's slowdown) except GITHUB_STEP_SUMMARY: the
     parent writes the run's summary once. Its exit status is not a verdict (a regression it confirms exits 1);
     no results file, a timeout or a file that cannot be read is an ``error`` and the caller keeps what it had."""
-    environment = {**os.environ, **command.environment}
-    environment.pop("GITHUB_STEP_SUMMARY", None)
+    environment = {name: value for name, value in os.environ.items() if name != "GITHUB_STEP_SUMMARY"}
     with tempfile.TemporaryDirectory(prefix="fourbit-rerun-") as folder:
         json_path = Path(folder) / "rerun.json"
         argv = fresh_process_command(command, targets, json_path)
@@ -114,19 +111,17 @@ def run_fresh(command: RerunCommand, targets: Sequence[str], timeout: float = DE
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return FreshRun([], None, f"the re-run did not finish within {timeout:.0f} s")
+            return FreshRun([], f"the re-run did not finish within {timeout:.0f} s")
         except OSError as exc:
-            return FreshRun([], None, f"the re-run could not start: {exc}")
+            return FreshRun([], f"the re-run could not start: {exc}")
         if not json_path.exists():
             tail = (completed.stdout + completed.stderr)[-OUTPUT_TAIL_CHARS:]
-            return FreshRun(
-                [], completed.returncode, f"the re-run wrote no results (exit {completed.returncode}):\n{tail}"
-            )
+            return FreshRun([], f"the re-run wrote no results (exit {completed.returncode}):\n{tail}")
         try:
             _, results = load_results(json_path)
         except BaselineFormatError as exc:
-            return FreshRun([], completed.returncode, str(exc))
-    return FreshRun(results, completed.returncode)
+            return FreshRun([], str(exc))
+    return FreshRun(results)
 
 
 def _key(result: Result) -> tuple[str, str, str, str]:
