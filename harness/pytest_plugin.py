@@ -638,9 +638,12 @@ class _SessionReporter:
             if not flagged:
                 break
             aggregates = self._rerun_aggregates(session, aggregates, flagged)
+        from harness.aggregate import shared_shift
+        from harness.baselines import DEFAULT_MIN_EFFECT
         from harness.report import regression_message
 
         state.messages.extend(regression_message(r) for r in aggregates if r.verdict == "regressed")
+        state.messages.extend(shared_shift(aggregates, min_effect=DEFAULT_MIN_EFFECT))
         return aggregates
 
     def _failing_aggregate_verdicts(self) -> tuple[str, ...]:

@@ -240,11 +240,15 @@ def _reruns_cell(runs: Sequence[RunRecord]) -> str:
     return f"{len(again)} ({cleared} cleared)"
 
 
-def rejudged_records(folder: Path, suite: str, metric: str) -> tuple[list[RunRecord], list[Scenario]]:
+def rejudged_records(
+    folder: Path, suite: str, metric: str, *, first_process: bool = False
+) -> tuple[list[RunRecord], list[Scenario]]:
     """Result files of an earlier gate check (``<scenario>-<index>.json``, as run_once names them), with the
     implementation verdicts formed again by the current harness.aggregate: what the current rule would have
     said about those runs. Per-case verdicts are kept as recorded, and so is a verdict that was formed from a
-    re-run in a fresh process (harness.reruns): the re-run's measurements are in it, not in the saved cases."""
+    re-run in a fresh process (harness.reruns): the re-run's measurements are in it, not in the saved cases.
+    With ``first_process`` such a verdict is formed again too, from the first process's cases: what the rule
+    says before any re-run."""
     from harness.aggregate import aggregate_timing
     from harness.results import load_results
 
@@ -261,7 +265,7 @@ def rejudged_records(folder: Path, suite: str, metric: str) -> tuple[list[RunRec
         rerun = {
             (r.implementation, r.metric): r
             for r in results
-            if r.kind == "aggregate" and r.extra.get("rerun_in_fresh_process")
+            if r.kind == "aggregate" and r.extra.get("rerun_in_fresh_process") and not first_process
         }
         formed = [rerun.get((a.implementation, a.metric), a) for a in aggregate_timing(measured, suite, metric)]
         record = RunRecord(name, int(index), 0, math.nan)
@@ -495,6 +499,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run nothing: read an earlier check's result files (WORKDIR/runs) and print the tables, with the "
         "implementation verdicts formed by the current rule",
     )
+    parser.add_argument(
+        "--first-process",
+        action="store_true",
+        help="with --rejudge: form every implementation verdict from the first process's cases, also those that "
+        "were re-run in a fresh process (what the rule says before any re-run)",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.baseline_runs < 1:
         parser.error("--runs and --baseline-runs must be at least 1")
@@ -538,7 +548,7 @@ def print_tables(records: Sequence[RunRecord], scenarios: Sequence[Scenario], sl
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.rejudge is not None:
-        records, scenarios = rejudged_records(args.rejudge, "kernels", "over_dense")
+        records, scenarios = rejudged_records(args.rejudge, "kernels", "over_dense", first_process=args.first_process)
         if not records:
             print(f"--rejudge {args.rejudge}: no result files (<scenario>-<index>.json) there", file=sys.stderr)
             return 2
