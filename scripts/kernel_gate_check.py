@@ -252,7 +252,8 @@ def rejudged_records(
     from harness.aggregate import aggregate_timing
     from harness.results import load_results
 
-    records, scenarios = [], {}
+    records: list[RunRecord] = []
+    scenarios: dict[str, Scenario] = {}
     for path in sorted(folder.glob("*-*.json")):
         stem, _, index = path.stem.rpartition("-")
         name = stem.replace("_", " ")
@@ -343,7 +344,12 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
             f"{sum(g['verdict'] == 'regressed' for g in entries)} | {retimed} | {_reruns_cell(runs)} | {spread} | "
             f"{_seconds(runs)} | {load} |"
         )
-    lines += ["", "Implementation verdicts (median change over an implementation's cases, harness.aggregate)", ""]
+    lines += [
+        "",
+        "Implementation verdicts (median change over an implementation's cases, relative to the run's other "
+        "implementations; harness.aggregate)",
+        "",
+    ]
     lines += [
         "| scenario | implementation | regressed | median change: median [min, max] |",
         "|---|---|---|---|",
@@ -548,12 +554,14 @@ def print_tables(records: Sequence[RunRecord], scenarios: Sequence[Scenario], sl
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.rejudge is not None:
-        records, scenarios = rejudged_records(args.rejudge, "kernels", "over_dense", first_process=args.first_process)
-        if not records:
+        judged, judged_scenarios = rejudged_records(
+            args.rejudge, "kernels", "over_dense", first_process=args.first_process
+        )
+        if not judged:
             print(f"--rejudge {args.rejudge}: no result files (<scenario>-<index>.json) there", file=sys.stderr)
             return 2
-        print(f"{len(records)} runs read from {args.rejudge}; implementation verdicts formed again")
-        print_tables(records, scenarios, args.slow_impl)
+        print(f"{len(judged)} runs read from {args.rejudge}; implementation verdicts formed again")
+        print_tables(judged, judged_scenarios, args.slow_impl)
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kernel-gate-"))
     if (workdir / "baselines").exists():

@@ -58,9 +58,9 @@ def _calls() -> list[tuple[str, Callable[[], object], dict[str, Callable[[], obj
         kernel: Callable[[], object] = (
             functools.partial(quantizer.dequantize, q)
             if op == "dequantize"
-            else functools.partial(quantizer.matmul, x, q)
+            else functools.partial(getattr(quantizer, "matmul"), x, q)  # noqa: B009  # optional in the contract
         )
-        references = {
+        references: dict[str, Callable[[], object]] = {
             "copy": copy_reference(moved),
             "weight_copy": copy_reference(2 * rows * cols * 4),
             "dense": functools.partial(F.linear, x, weight),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.aggregate import AGGREGATE_CASE, aggregate_metric_name, aggregate_timing
+from harness.aggregate import AGGREGATE_CASE, aggregate_metric_name, aggregate_timing, shared_shift
 from harness.baselines import Baseline, BaselineEntry, compare_result, compare_runs, update_baseline
 from harness.errors import InvalidArgument
 from harness.results import Result
@@ -148,6 +148,75 @@ def test_too_few_cases_form_no_aggregate_and_implementations_are_separate() -> N
     assert aggregate_timing(results, SUITE, METRIC, min_cases=4)[0].implementation == "four"
 
 
+def _family(factor_of: dict[str, float], cases: int = 8) -> list[Result]:
+    """Each implementation's cases at its factor, spread +-2% so the sign test has signs to count."""
+    return [
+        _result(i, factor * (1 + (i - (cases - 1) / 2) / 200), impl=impl)
+        for impl, factor in factor_of.items()
+        for i in range(cases)
+    ]
+
+
+def _by_impl(results: list[Result]) -> dict[str, Result]:
+    return {a.implementation: a for a in aggregate_timing(results, SUITE, METRIC)}
+
+
+def test_a_spell_of_every_implementation_is_not_a_regression_of_any() -> None:
+    """The machine's drift moves every implementation's ratio at once (README: +15-20% for a whole family)."""
+    aggregates = _by_impl(_family({"a": 1.18, "b": 1.16, "c": 1.2, "d": 1.17}))
+    assert {a.verdict for a in aggregates.values()} == {"ok"}, [a.statistic for a in aggregates.values()]
+    a = aggregates["a"]
+    assert a.extra["peers"] == ["b", "c", "d"]
+    assert a.extra["peer_change"] == pytest.approx(1.17, rel=1e-3)  # the median of b, c, d's medians
+    assert a.extra["absolute_change"] == pytest.approx(1.18, rel=1e-3)
+    assert a.value == pytest.approx(1.18 / 1.17, rel=1e-3)
+    assert "relative to 3 other implementations (their median change +17.0%; +18.0% against the baseline" in (
+        a.statistic
+    )
+    assert a.unit == "x baseline, relative to the other implementations"
+
+
+def test_one_implementation_slowed_while_the_others_drift_down_regresses() -> None:
+    """A 1.2x slowdown read as +8% against the baseline while the machine made everything 10% faster."""
+    aggregates = _by_impl(_family({"slowed": 1.08, "b": 0.9, "c": 0.91, "d": 0.89}))
+    assert aggregates["slowed"].verdict == "regressed", aggregates["slowed"].statistic
+    assert aggregates["slowed"].value == pytest.approx(1.08 / 0.9, rel=1e-3)
+    assert aggregates["slowed"].samples == pytest.approx([r.value / 2.0 / 0.9 for r in _family({"x": 1.08})], rel=1e-4)
+    assert [aggregates[i].verdict for i in "bcd"] == ["ok", "ok", "ok"]  # one slowed peer moves the median little
+    alone = _only(aggregate_timing(_family({"slowed": 1.08}), SUITE, METRIC))
+    assert alone.verdict == "ok"  # against the baseline alone, +8% is within the minimum effect
+
+
+def test_with_fewer_than_two_peers_the_change_is_against_the_baseline_alone() -> None:
+    aggregates = _by_impl(_family({"a": 1.2, "b": 1.2}))
+    assert [a.verdict for a in aggregates.values()] == ["regressed", "regressed"]
+    assert aggregates["a"].value == pytest.approx(1.2, rel=1e-3)
+    assert aggregates["a"].extra["peers"] == [] and aggregates["a"].extra["peer_change"] is None
+    assert "against the baseline alone (fewer than 2 other implementations)" in aggregates["a"].statistic
+    assert aggregates["a"].unit == "x baseline"
+
+
+def test_peers_are_of_the_same_direction_and_need_an_aggregate_of_their_own() -> None:
+    results = _family({"a": 1.3, "b": 1.0, "c": 1.0})
+    results += [_result(i, 1.3, impl="higher", direction="higher") for i in range(8)]
+    results += [_result(i, 1.3, impl="short") for i in range(3)]  # too few cases for an aggregate
+    aggregates = _by_impl(results)
+    assert aggregates["a"].extra["peers"] == ["b", "c"]
+    assert aggregates["higher"].extra["peers"] == []
+
+
+def test_a_move_shared_by_every_implementation_is_reported() -> None:
+    moved = aggregate_timing(_family({"a": 1.15, "b": 1.16, "c": 1.14}), SUITE, METRIC)
+    (message,) = shared_shift(moved)
+    assert message.startswith(f"{METRIC}_median ({SUITE}): the 3 implementations moved together, median +15.0%")
+    assert "(slower)" in message
+    faster = aggregate_timing(_family({"a": 0.85, "b": 0.86, "c": 0.84}), SUITE, METRIC)
+    assert "(faster)" in shared_shift(faster)[0]
+    assert shared_shift(aggregate_timing(_family({"a": 1.05, "b": 1.06, "c": 1.04}), SUITE, METRIC)) == []
+    alone = aggregate_timing(_family({"a": 1.5}), SUITE, METRIC)
+    assert shared_shift(alone) == []  # judged against the baseline, its verdict already shows the move
+
+
 @pytest.mark.parametrize(("argument", "value"), [("confidence", 1.0), ("confidence", 0.0), ("min_effect", -0.1)])
 def test_bad_parameters_are_invalid_arguments(argument: str, value: float) -> None:
     with pytest.raises(InvalidArgument, match=argument):
@@ -222,6 +291,59 @@ def test_the_plugin_fails_a_run_whose_implementation_regressed_while_every_case_
     assert {r["verdict"] for r in saved if r["kind"] == "timing"} == {"ok"}
     assert "ratio_median of toy-a on all cases (kernels) regressed" in output
     assert "6 worse, 0 better" in output
+
+
+THREE_TOYS = """
+from toyquant import Toy
+
+
+def three():
+    return [Toy("toy-a"), Toy("toy-b"), Toy("toy-c")]
+"""
+
+FACTOR_PER_IMPL_SUITE = MARKED_SUITE.replace(
+    "    ratio = (1.0 + case / 100) * FACTOR", "    ratio = (1.0 + case / 100) * FACTOR[quantizer.name]"
+)
+
+
+def test_the_plugin_judges_each_implementation_against_the_others_of_the_run(
+    inner_pytest: pytest.Pytester,
+) -> None:
+    """All three move +12% together: no implementation regressed, and the run says what moved. Only toy-b
+    moves +12%: toy-b regressed (the others are the control), though every case passed."""
+    _project(inner_pytest, FACTOR_PER_IMPL_SUITE)
+    (inner_pytest.path / "threetoys.py").write_text(textwrap.dedent(THREE_TOYS))
+
+    def run(factors: dict[str, float], *args: str) -> pytest.RunResult:
+        (inner_pytest.path / "factor.json").write_text(json.dumps(factors))
+        return inner_pytest.runpytest(
+            "kernels", "-p", "no:cacheprovider", "--fourbit-no-entry-points", "--quantizer", "threetoys:three",
+            "--impl", "toy-*", "--baseline-dir", str(inner_pytest.path / "baselines"), *args,
+        )  # fmt: skip
+
+    same = {"toy-a": 1.0, "toy-b": 1.0, "toy-c": 1.0}
+    for _ in range(3):
+        assert run(same, "--update-baselines").ret == pytest.ExitCode.OK
+
+    together = run({"toy-a": 1.12, "toy-b": 1.12, "toy-c": 1.12}, "--fourbit-json", "together.json")
+    output = together.stdout.str()
+    together.assert_outcomes(passed=18)
+    assert together.ret == pytest.ExitCode.OK, output
+    assert "ratio_median (kernels): the 3 implementations moved together, median +12.0%" in output
+    saved = json.loads((inner_pytest.path / "together.json").read_text())["results"]
+    aggregates = {r["implementation"]: r for r in saved if r["kind"] == "aggregate"}
+    assert {r["verdict"] for r in aggregates.values()} == {"ok"}
+    assert aggregates["toy-a"]["extra"]["peers"] == ["toy-b", "toy-c"]
+    assert aggregates["toy-a"]["extra"]["absolute_change"] == pytest.approx(1.12)
+    assert aggregates["toy-a"]["value"] == pytest.approx(1.0)
+
+    alone = run({"toy-a": 1.0, "toy-b": 1.12, "toy-c": 1.0}, "--fourbit-timing-reruns", "0")
+    output = alone.stdout.str()
+    alone.assert_outcomes(passed=18)
+    assert alone.ret == pytest.ExitCode.TESTS_FAILED, output
+    assert "ratio_median of toy-b on all cases (kernels) regressed" in output
+    assert "relative to 2 other implementations (their median change +0.0%" in output
+    assert "moved together" not in output
 
 
 def test_a_malformed_aggregate_marker_is_a_usage_error(
