@@ -24,6 +24,14 @@ the two a process sees varies between runs. :func:`keep_freed_memory` makes free
 process, so every round's output reuses resident pages, as a caching allocator (torch's on CUDA, jemalloc,
 tcmalloc) gives a serving process.
 
+Caches. On CPU, ``flush_bytes`` writes a buffer of that size before every timed call (untimed), so each call
+starts from caches that hold none of its data, as on CUDA where the L2 is flushed between rounds. Without it, a
+small case's data and its references stay resident in the last-level cache, which the host's other tenants
+share: when they go quiet the cache-resident references speed up more than a compute-bound kernel does (seen
+here: the dense layer of a 256x1024 case went from 0.24-0.33 ms to 0.16 ms within a minute and stayed, and the
+ratios of every bitsandbytes quantize 256x1024 rose 29-38%; README, gate checks). Off by default: the shipped
+baselines were timed warm.
+
 Rounds stop when the confidence interval of every median ratio is narrower than ``target_ci`` (relative),
 when ``max_rounds`` is reached, or when ``max_seconds`` is spent (never before ``min_rounds``).
 """
@@ -52,6 +60,7 @@ __all__ = [
     "TimingRun",
     "copy_reference",
     "keep_freed_memory",
+    "last_level_cache_bytes",
     "time_interleaved",
     "torch_threads",
 ]
@@ -182,6 +191,38 @@ def torch_threads(threads: int) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
+def last_level_cache_bytes(cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """This machine's last-level CPU cache per core complex, from Linux sysfs (None where it cannot be read):
+    twice it is what ``flush_bytes`` should be to evict a case's data."""
+    from pathlib import Path
+
+    sizes = []
+    for index in Path(cache_dir).glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text[-1:] in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1]])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes) if sizes else None
+
+
+class _CpuTimer:
+    """Process CPU time and wall time around the call; with ``flush_bytes``, a write of that many bytes first
+    (untimed), so the call finds none of its data in the caches."""
+
+    def __init__(self, flush_bytes: int) -> None:
+        self.flush = torch.empty(flush_bytes, dtype=torch.uint8) if flush_bytes else None
+
+    def __call__(self, call: Callable[[], object]) -> tuple[float, float]:
+        if self.flush is not None:
+            self.flush.add_(1)  # read and write every line: dirty lines of the call's data are evicted too
+        return _cpu_round(call)
+
+
 def _cpu_round(call: Callable[[], object]) -> tuple[float, float]:
     """(process CPU seconds, wall seconds) of one call."""
     cpu, wall = time.process_time_ns(), time.perf_counter_ns()
@@ -226,11 +267,13 @@ def time_interleaved(
     target_ci: float = DEFAULT_TARGET_CI,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     seed: int = 0,
+    flush_bytes: int = 0,
 ) -> dict[str, TimingRun]:
     """Time ``kernel`` and every reference in interleaved rounds (random order within each round).
 
     One kernel call per round serves every reference, so a matmul timed against the copy and the dense layer
     costs three calls a round, not four. Returns one TimingRun per reference name, sharing the kernel's rounds.
+    ``flush_bytes`` (CPU): evict the caches before every timed call (module docstring); CUDA always flushes L2.
     """
     from harness.stats import DEFAULT_ROUNDS
 
@@ -241,9 +284,13 @@ def time_interleaved(
         raise InvalidArgument(f"min_rounds={min_rounds!r}, max_rounds={max_rounds!r}, expected 1 <= min <= max")
     if not target_ci > 0 or not max_seconds > 0:
         raise InvalidArgument(f"target_ci={target_ci!r}, max_seconds={max_seconds!r}, expected positive numbers")
+    if not isinstance(flush_bytes, int) or isinstance(flush_bytes, bool) or flush_bytes < 0:
+        raise InvalidArgument(f"flush_bytes={flush_bytes!r}, expected an int >= 0 (0: no flush on CPU)")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    timer: Callable[[Callable[[], object]], tuple[float, float]] = _CudaTimer(device) if cuda else _cpu_round
+    timer: Callable[[Callable[[], object]], tuple[float, float]] = (
+        _CudaTimer(device) if cuda else _CpuTimer(flush_bytes)
+    )
     calls = {"kernel": kernel, **references}
     for _ in range(warmup):
         for call in calls.values():

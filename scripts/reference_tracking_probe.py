@@ -12,6 +12,7 @@ phase: a reference tracks the kernel when that change stays near zero.
 
     .venv/bin/python scripts/reference_tracking_probe.py            # about 2 minutes
     .venv/bin/python scripts/reference_tracking_probe.py --seconds 8
+    .venv/bin/python scripts/reference_tracking_probe.py --small --cold   # 256x1024, caches evicted per call
     for i in 1 2 3 4; do .venv/bin/python scripts/reference_tracking_probe.py --quiet-only; done   # per process
 """
 
@@ -36,9 +37,18 @@ CASES = (
     ("bnb-nf4", "dequantize", (4096, 4096)),
     ("bnb-nf4", "matmul", (4096, 4096)),
 )
+SMALL_CASES = (
+    ("bnb-fp4", "quantize", (256, 1024)),
+    ("bnb-nf4", "quantize", (256, 1024)),
+    ("ref-nf4", "quantize", (256, 1024)),
+    ("torchao-nf4", "matmul", (256, 1024)),
+    ("ref-nf4", "dequantize", (256, 1024)),
+)
 
 
-def _calls() -> list[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]]:
+def _calls(
+    cases: Sequence[tuple[str, str, tuple[int, int]]],
+) -> list[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]]:
     import torch
     import torch.nn.functional as F
 
@@ -46,20 +56,22 @@ def _calls() -> list[tuple[str, Callable[[], object], dict[str, Callable[[], obj
     from harness.timing import copy_reference
 
     registry = load_registry()
-    calls = []
-    for name, op, (rows, cols) in CASES:
+    calls: list[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]] = []
+    for name, op, (rows, cols) in cases:
         if name not in registry.implementations:
             continue
         quantizer = registry.implementations[name].quantizer
         weight = torch.randn((rows, cols), generator=torch.Generator().manual_seed(0))
         q = quantizer.quantize(weight.clone())
         x = torch.randn((16, cols), generator=torch.Generator().manual_seed(1))
-        moved = q.nbytes + (rows * cols * 4 if op == "dequantize" else 16 * (rows + cols) * 4)
-        kernel: Callable[[], object] = (
-            functools.partial(quantizer.dequantize, q)
-            if op == "dequantize"
-            else functools.partial(getattr(quantizer, "matmul"), x, q)  # noqa: B009  # optional in the contract
-        )
+        moved = q.nbytes + (rows * cols * 4 if op in ("dequantize", "quantize") else 16 * (rows + cols) * 4)
+        kernel: Callable[[], object]
+        if op == "quantize":
+            kernel = functools.partial(quantizer.quantize, weight)
+        elif op == "dequantize":
+            kernel = functools.partial(quantizer.dequantize, q)
+        else:
+            kernel = functools.partial(getattr(quantizer, "matmul"), x, q)  # noqa: B009  # optional in the contract
         references: dict[str, Callable[[], object]] = {
             "copy": copy_reference(moved),
             "weight_copy": copy_reference(2 * rows * cols * 4),
@@ -87,7 +99,9 @@ def _lookup_control(rows: int, cols: int) -> Callable[[], object]:
 
 
 def _phase(
-    calls: Sequence[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]], seconds: float
+    calls: Sequence[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]],
+    seconds: float,
+    flush_bytes: int = 0,
 ) -> dict[tuple[str, str], float]:
     from harness.timing import time_interleaved
 
@@ -95,7 +109,7 @@ def _phase(
     for label, kernel, references, moved in calls:
         runs = time_interleaved(
             kernel, references, bytes_moved=moved, min_rounds=5, max_rounds=2000, warmup=3, max_seconds=seconds,
-            target_ci=1e-9,
+            target_ci=1e-9, flush_bytes=flush_bytes,
         )  # fmt: skip
         for reference, run in runs.items():
             medians[(label, reference)] = run.median_ratio
@@ -111,15 +125,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one quiet phase, ratios only: run it in several processes to see which reference varies least "
         "between processes",
     )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="the 256x1024 cases (quantize, dequantize, matmul) instead of the large ones",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="evict the caches before every timed call (harness.timing flush_bytes: twice the last-level cache)",
+    )
     args = parser.parse_args(argv)
     import torch
 
-    from harness.timing import keep_freed_memory
+    from harness.timing import keep_freed_memory, last_level_cache_bytes
 
     keep_freed_memory()
     torch.set_num_threads(1)
-    calls = _calls()
-    phases = {"quiet": _phase(calls, args.seconds)}
+    calls = _calls(SMALL_CASES if args.small else CASES)
+    flush = 2 * (last_level_cache_bytes() or 32 << 20) if args.cold else 0
+    phase = functools.partial(_phase, seconds=args.seconds, flush_bytes=flush)
+    phases = {"quiet": phase(calls)}
     if args.quiet_only:
         for (label, reference), ratio in phases["quiet"].items():
             print(f"{label} | {reference} | {ratio:.4g}")
@@ -128,11 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         process = subprocess.Popen([sys.executable, "-c", code])
         try:
             time.sleep(1.0)
-            phases[neighbour] = _phase(calls, args.seconds)
+            phases[neighbour] = phase(calls)
         finally:
             process.kill()
             process.wait()
-        phases[f"quiet again after {neighbour}"] = _phase(calls, args.seconds)
+        phases[f"quiet again after {neighbour}"] = phase(calls)
     print("| kernel | reference | " + " | ".join(phases) + " |")
     print("|---|---|" + "---|" * len(phases))
     for key in phases["quiet"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,6 +99,37 @@ def test_torch_threads_sets_and_restores() -> None:
         assert threads == before
     with pytest.raises(InvalidArgument, match=r"threads=-1, expected an int >= 0"), torch_threads(-1):
         pass
+
+
+def test_a_cache_flush_runs_before_every_call_and_is_not_timed() -> None:
+    """64 MiB written before each of the 3 x 6 timed calls (and not before the warm-up): the whole timing takes
+    at least that long, while a call that does nothing still records next to no time."""
+    flush = torch.empty(64 << 20, dtype=torch.uint8)
+    started = time.process_time()
+    for _ in range(3):
+        flush.add_(1)
+    one_flush = (time.process_time() - started) / 3
+    started = time.process_time()
+    runs = time_interleaved(
+        lambda: None, {"a": lambda: None, "b": lambda: None}, bytes_moved=10, min_rounds=6, max_rounds=6,
+        warmup=1, flush_bytes=64 << 20,
+    )  # fmt: skip
+    spent = time.process_time() - started
+    assert spent > 18 * one_flush * 0.5
+    assert max(runs["a"].kernel_seconds + runs["a"].reference_seconds + runs["b"].reference_seconds) < one_flush / 10
+    with pytest.raises(InvalidArgument, match="flush_bytes"):
+        time_interleaved(lambda: None, {"a": lambda: None}, bytes_moved=10, flush_bytes=-1)
+
+
+def test_the_last_level_cache_is_the_largest_size_in_sysfs(tmp_path: Path) -> None:
+    from harness.timing import last_level_cache_bytes
+
+    for index, size in (("index0", "32K"), ("index2", "512K"), ("index3", "32768K"), ("index4", "n/a")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    (tmp_path / "index5").mkdir()  # no size file
+    assert last_level_cache_bytes(str(tmp_path)) == 32 << 20
+    assert last_level_cache_bytes(str(tmp_path / "absent")) is None
 
 
 @pytest.mark.parametrize(
