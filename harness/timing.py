@@ -27,10 +27,9 @@ tcmalloc) gives a serving process.
 Caches. On CPU, ``flush_bytes`` writes a buffer of that size before every timed call (untimed), so each call
 starts from caches that hold none of its data, as on CUDA where the L2 is flushed between rounds. Without it, a
 small case's data and its references stay resident in the last-level cache, which the host's other tenants
-share: when they go quiet the cache-resident references speed up more than a compute-bound kernel does (seen
-here: the dense layer of a 256x1024 case went from 0.24-0.33 ms to 0.16 ms within a minute and stayed, and the
-ratios of every bitsandbytes quantize 256x1024 rose 29-38%; README, gate checks). Off by default: the shipped
-baselines were timed warm.
+share, so how fast a cache-resident reference runs depends on what they do. It is a probe's switch
+(scripts/reference_tracking_probe.py ``--cold``), off in the suites: the shipped baselines were timed warm, and
+no gate check has been run with it.
 
 Rounds stop when the confidence interval of every median ratio is narrower than ``target_ci`` (relative),
 when ``max_rounds`` is reached, or when ``max_seconds`` is spent (never before ``min_rounds``).

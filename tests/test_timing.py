@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,24 +102,98 @@ def test_torch_threads_sets_and_restores() -> None:
         pass
 
 
-def test_a_cache_flush_runs_before_every_call_and_is_not_timed() -> None:
-    """64 MiB written before each of the 3 x 6 timed calls (and not before the warm-up): the whole timing takes
-    at least that long, while a call that does nothing still records next to no time."""
-    flush = torch.empty(64 << 20, dtype=torch.uint8)
+def test_a_cache_flush_writes_every_byte_before_each_call_and_is_not_timed() -> None:
+    """The CPU timer writes its whole buffer before each call (each byte once per call) and leaves that write
+    out of the call's time: a call that does nothing records next to none of the flush's CPU time."""
+    from harness.timing import _CpuTimer
+
+    timer = _CpuTimer(64 << 20)
+    assert timer.flush is not None
+    timer.flush.zero_()
+    seen: list[int] = []
     started = time.process_time()
     for _ in range(3):
-        flush.add_(1)
-    one_flush = (time.process_time() - started) / 3
-    started = time.process_time()
-    runs = time_interleaved(
-        lambda: None, {"a": lambda: None, "b": lambda: None}, bytes_moved=10, min_rounds=6, max_rounds=6,
-        warmup=1, flush_bytes=64 << 20,
-    )  # fmt: skip
+        timer(lambda: seen.append(int(timer.flush[0])))
     spent = time.process_time() - started
-    assert spent > 18 * one_flush * 0.5
-    assert max(runs["a"].kernel_seconds + runs["a"].reference_seconds + runs["b"].reference_seconds) < one_flush / 10
+    assert seen == [1, 2, 3]
+    assert bool((timer.flush == 3).all())
+    recorded, _ = timer(lambda: None)
+    assert recorded < spent / 3 / 10
+    assert _CpuTimer(0).flush is None
+
+
+def test_time_interleaved_flushes_before_every_timed_call_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flush_bytes reaches the CPU timer, which times each of the 3 x 6 calls of the rounds (not the warm-up)."""
+    import harness.timing as timing
+
+    flushes: list[int] = []
+
+    class CountingTimer(timing._CpuTimer):
+        def __call__(self, call: Callable[[], object]) -> tuple[float, float]:
+            flushes.append(0 if self.flush is None else self.flush.numel())
+            return super().__call__(call)
+
+    monkeypatch.setattr(timing, "_CpuTimer", CountingTimer)
+    time_interleaved(
+        lambda: None, {"a": lambda: None, "b": lambda: None}, bytes_moved=10, min_rounds=6, max_rounds=6,
+        warmup=2, flush_bytes=1 << 20,
+    )  # fmt: skip
+    assert flushes == [1 << 20] * 18
     with pytest.raises(InvalidArgument, match="flush_bytes"):
         time_interleaved(lambda: None, {"a": lambda: None}, bytes_moved=10, flush_bytes=-1)
+
+
+def test_the_cuda_timer_flushes_l2_then_times_the_call_between_synchronised_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No GPU needed: torch.cuda's events and synchronize are stood in for, so what the timer does around a call
+    is checked in order: the flush buffer zeroed, start event, the call, end event, synchronize, elapsed time."""
+    import harness.timing as timing
+
+    log: list[object] = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            log.append(("event", enable_timing))
+
+        def record(self) -> None:
+            log.append("record")
+
+        def elapsed_time(self, end: FakeEvent) -> float:
+            log.append("elapsed")
+            return 2.5  # milliseconds, as CUDA events report
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: log.append("synchronize"))
+    monkeypatch.setattr(timing, "_L2_FLUSH_BYTES", 4096)
+    timer = timing._CudaTimer(torch.device("cpu"))
+    timer.flush.fill_(7)
+    assert timer(lambda: log.append(("call", int(timer.flush.max())))) == (0.0025, 0.0025)
+    assert log == [("event", True), ("event", True), "record", ("call", 0), "record", "synchronize", "elapsed"]
+    assert timer.flush.numel() == 4096
+
+
+def test_time_interleaved_on_cuda_uses_events_and_reports_no_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.timing as timing
+
+    made: list[torch.device] = []
+
+    class FakeCudaTimer:
+        def __init__(self, device: torch.device) -> None:
+            made.append(device)
+
+        def __call__(self, call: object) -> tuple[float, float]:
+            return 0.002, 0.002
+
+    monkeypatch.setattr(timing, "_CudaTimer", FakeCudaTimer)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    runs = time_interleaved(
+        lambda: None, {"copy": lambda: None}, bytes_moved=10, device="cuda", min_rounds=5, max_rounds=5, warmup=1
+    )
+    assert made == [torch.device("cuda")]
+    run = runs["copy"]
+    assert (run.clock, run.device, len(run.kernel_seconds)) == ("cuda_events", "cuda", 5)
+    assert run.kernel_wall_seconds == () == run.reference_wall_seconds
 
 
 def test_the_last_level_cache_is_the_largest_size_in_sysfs(tmp_path: Path) -> None:
