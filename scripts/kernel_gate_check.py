@@ -240,6 +240,13 @@ def _reruns_cell(runs: Sequence[RunRecord]) -> str:
     return f"{len(again)} ({cleared} cleared)"
 
 
+def _inconclusive_cell(runs: Sequence[RunRecord]) -> str:
+    """Results (gated cases and implementation verdicts) that ended inconclusive, and in how many runs: they pass
+    a default run and fail one under --fourbit-strict."""
+    counts = [sum(g["verdict"] == "inconclusive" for g in (*r.gated, *r.aggregates)) for r in runs]
+    return f"{sum(counts)} ({sum(c > 0 for c in counts)} runs)"
+
+
 def rejudged_records(
     folder: Path, suite: str, metric: str, *, first_process: bool = False
 ) -> tuple[list[RunRecord], list[Scenario]]:
@@ -320,8 +327,9 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
     the slowed scenarios, each gated metric of the slowed implementation."""
     lines = [
         "| scenario | runs | runs flagged | by a case | by an implementation | gated metrics compared | regressed | "
-        "retimed | fresh-process re-runs | change: median, 1st-99th pct, max | run time | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "inconclusive (runs) | retimed | fresh-process re-runs | change: median, 1st-99th pct, max | run time | "
+        "load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         runs = [r for r in records if r.scenario == scenario.name and not r.broken]
@@ -341,8 +349,8 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
         lines.append(
             f"| {scenario.name} | {len(runs)} | {sum(r.flagged for r in runs)} of {len(runs)} | "
             f"{sum(r.flagged_by_case for r in runs)} | {sum(r.flagged_by_aggregate for r in runs)} | {len(entries)} | "
-            f"{sum(g['verdict'] == 'regressed' for g in entries)} | {retimed} | {_reruns_cell(runs)} | {spread} | "
-            f"{_seconds(runs)} | {load} |"
+            f"{sum(g['verdict'] == 'regressed' for g in entries)} | {_inconclusive_cell(runs)} | {retimed} | "
+            f"{_reruns_cell(runs)} | {spread} | {_seconds(runs)} | {load} |"
         )
     lines += [
         "",

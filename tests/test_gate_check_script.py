@@ -117,6 +117,22 @@ def test_the_summary_counts_fresh_process_reruns_and_those_they_cleared(gate: Mo
     assert "| 3 (2 cleared) |" in table
 
 
+def test_the_summary_counts_inconclusive_results_and_the_runs_that_had_them(gate: ModuleType) -> None:
+    """What a default run passes and --fourbit-strict fails: inconclusive cases and implementation verdicts."""
+    two = gate.RunRecord(
+        "unchanged",
+        0,
+        0,
+        100.0,
+        [_gated("a", "c", "over_dense", 0.3, "inconclusive"), _gated("a", "d", "over_dense", 0.0)],
+        [_aggregate("a", 0.05, "inconclusive")],
+    )
+    none = gate.RunRecord("unchanged", 1, 0, 100.0, [_gated("a", "c", "over_dense", 0.01)])
+    one = gate.RunRecord("unchanged", 2, 0, 100.0, [_gated("b", "c", "kernel_over_copy", 0.2, "inconclusive")])
+    table = gate.summary_table([two, none, one], [gate.Scenario("unchanged", 1.0)], "a")
+    assert "| unchanged | 3 | 0 of 3 | 0 | 0 | 4 | 0 | 3 (2 runs) |" in table
+
+
 def test_rejudge_keeps_a_verdict_formed_from_a_fresh_process_rerun(gate: ModuleType, tmp_path: Path) -> None:
     from harness.results import Result, save_results
 
