@@ -1,6 +1,11 @@
-"""fourbit-harness: test, benchmark and compare 4-bit weight quantizers through one contract."""
+"""fourbit-harness: test, benchmark and compare 4-bit weight quantizers through one contract.
 
-from harness.aggregate import aggregate_timing
+What a third party needs is here: the contract (:class:`Quantizer`, :class:`FormatSpec`, :class:`QuantizedTensor`,
+:class:`Capabilities`), the error tree, the registry, the codebooks, the reference quantizers to compare with, the
+error statistics the suites compute, and reading and writing the harness's stored files (baselines, results).
+Everything else lives in the subpackages (checks, timing, results, report, pytest_plugin) and may change.
+"""
+
 from harness.api import (
     PACKING_HIGH_FIRST,
     PACKING_LOW_FIRST,
@@ -11,8 +16,7 @@ from harness.api import (
     QuantizedTensor,
     Quantizer,
 )
-from harness.baselines import Baseline, compare_result, load_baseline, save_baseline
-from harness.environment import environment_fingerprint, environment_key
+from harness.checks.metrics import ErrorStats, error_stats
 from harness.errors import (
     BaselineFormatError,
     ContractViolation,
@@ -21,14 +25,17 @@ from harness.errors import (
     InvalidArgument,
     MissingDependency,
     PluginError,
+    ResultFileFormatError,
+    StoredFileError,
     UsageError,
 )
 from harness.formats import codebook
-from harness.metrics import ErrorStats, error_stats
-from harness.plugins import Registry, load_registry
 from harness.quantizers.identity import IdentityQuantizer
 from harness.quantizers.reference import ReferenceQuantizer
-from harness.results import Result, load_results, save_results
+from harness.registry import Registry, load_registry
+from harness.results.baselines import Baseline, load_baseline, save_baseline
+from harness.results.files import load_results, save_results
+from harness.results.records import Result
 
 __all__ = [
     "PACKING_HIGH_FIRST",
@@ -37,7 +44,6 @@ __all__ = [
     "Baseline",
     "BaselineFormatError",
     "Capabilities",
-    "Comparison",
     "ContractViolation",
     "DoubleQuant",
     "ErrorStats",
@@ -53,15 +59,10 @@ __all__ = [
     "ReferenceQuantizer",
     "Registry",
     "Result",
+    "ResultFileFormatError",
+    "StoredFileError",
     "UsageError",
-    "aggregate_timing",
     "codebook",
-    "compare_exact",
-    "compare_result",
-    "compare_sampled",
-    "compare_timing",
-    "environment_fingerprint",
-    "environment_key",
     "error_stats",
     "load_baseline",
     "load_registry",
@@ -71,14 +72,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-_LAZY = {name: "harness.stats" for name in ("Comparison", "compare_exact", "compare_sampled", "compare_timing")}
-"""Names whose modules import scipy (half a second): loaded on first use, not with ``import harness``."""
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")

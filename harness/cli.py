@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import BaselineFormatError, FourbitError, UsageError
+from harness.errors import FourbitError, StoredFileError, UsageError
 
 __all__ = ["SUITES", "find_suites_dir", "main"]
 
@@ -85,8 +85,8 @@ def _list(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from harness.plugins import load_registry
-    from harness.report import render_load_errors
+    from harness.registry import load_registry
+    from harness.report.terminal import render_load_errors
 
     _SHORT_DTYPE = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
     registry = load_registry(args.quantizer)
@@ -153,8 +153,8 @@ def _console() -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.report import render_run
-    from harness.results import load_results
+    from harness.report.terminal import render_run
+    from harness.results.files import load_results
 
     environment, results = load_results(args.results)
     console = _console()
@@ -166,9 +166,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.baselines import compare_runs
-    from harness.report import render_comparison
-    from harness.results import load_results
+    from harness.report.terminal import render_comparison
+    from harness.results.compare import compare_runs
+    from harness.results.files import load_results
 
     _, old = load_results(args.old)
     _, new = load_results(args.new)
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return _report(args)
         return _compare(args)
-    except (UsageError, BaselineFormatError) as exc:
+    except (UsageError, StoredFileError) as exc:
         print(f"fourbit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FourbitError as exc:

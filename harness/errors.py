@@ -14,6 +14,8 @@ __all__ = [
     "InvalidArgument",
     "MissingDependency",
     "PluginError",
+    "ResultFileFormatError",
+    "StoredFileError",
     "UsageError",
 ]
 
@@ -65,5 +67,26 @@ class ImplementationError(FourbitError):
         self.original = original
 
 
-class BaselineFormatError(FourbitError):
-    """A stored baseline or result file is unreadable, corrupt, or of an unknown schema version."""
+class StoredFileError(FourbitError):
+    """A file the harness stored (a baseline or a result file) is unreadable, corrupt, or of a schema version this
+    harness cannot read. ``what`` names the kind of file, ``path`` the file and ``problem`` what is wrong with it."""
+
+    def __init__(self, what: str, path: str, problem: str) -> None:
+        super().__init__(f"{what} {path!r}: {problem}")
+        self.what = what
+        self.path = path
+        self.problem = problem
+
+
+class BaselineFormatError(StoredFileError):
+    """A baseline file (``baselines/<environment key>.json``) cannot be used."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__("baseline", path, problem)
+
+
+class ResultFileFormatError(StoredFileError):
+    """A result file (``--fourbit-json``, ``fourbit run --json``) cannot be used."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__("results", path, problem)

@@ -1,6 +1,6 @@
 """Which implementation-verdict rule separates an unchanged tree from a slowed implementation best? Reads the
 result files of earlier gate checks (scripts/kernel_gate_check.py, ``WORKDIR/runs``) and forms each run's
-implementation verdicts (harness.aggregate, sign test and all) from the first process's cases under three
+implementation verdicts (harness.results.aggregate, sign test and all) from the first process's cases under three
 rules:
 
 - ``baseline``: each implementation against its baseline alone (the rule before peers);
@@ -23,8 +23,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.aggregate import aggregate_timing
-from harness.results import Result, load_results
+from harness.results.aggregate import aggregate_timing
+from harness.results.files import load_results
+from harness.results.records import Result
 
 SUITE, METRIC = "kernels", "over_dense"
 

@@ -10,7 +10,7 @@ Protocol (each run is a fresh ``pytest suites/kernels`` process; by default the 
    ``--slowdowns`` factor, which runs the same tests with one implementation slowed (``--slowed-only`` runs
    only that implementation's cases: faster, but a process that runs one implementation alone times it
    differently) (goal: 1.2x flagged in at least 19 of 20 runs, 1.5x in all). A run is flagged when any case
-   regressed or any implementation's aggregate verdict (harness.aggregate) regressed;
+   regressed or any implementation's aggregate verdict (harness.results.aggregate) regressed;
 3. a summary table: per scenario, the runs flagged (by a case, by an implementation verdict) and how the
    gated metrics moved; the implementation verdicts; each gated metric of the slowed implementation; and, from
    the unchanged runs, how far each reference's ratios sat from the baseline and how much they moved from run
@@ -18,7 +18,7 @@ Protocol (each run is a fresh ``pytest suites/kernels`` process; by default the 
 
 The slowed implementation is registered under its own name (``ref-nf4`` stays ``ref-nf4``, so its baseline
 entries apply): this file is also a pytest plugin (``-p kernel_gate_check``, from ``scripts/`` on PYTHONPATH)
-that, when ``FOURBIT_GATE_SLOWDOWN`` is set, wraps ``harness.plugins.load_registry`` and swaps the named
+that, when ``FOURBIT_GATE_SLOWDOWN`` is set, wraps ``harness.registry.load_registry`` and swaps the named
 implementation for a wrapper whose ops (``--slow-op``, default all) busy-wait until the call has taken
 ``factor`` times its own CPU time (the clock the suite gates on). A ``--quantizer`` spec cannot do this:
 the built-ins load even with ``--fourbit-no-entry-points``, so a second ``ref-nf4`` is a duplicate-name error.
@@ -80,7 +80,7 @@ class SlowedQuantizer:
     def _call(self, op: str, call: Callable[..., Any], *args: Any) -> Any:
         if self.slowed_op not in (op, "all"):
             return call(*args)
-        # CPU time, the clock the suite gates on (harness.timing): the call's own cost, times factor
+        # CPU time, the clock the suite gates on (harness.timing.clock): the call's own cost, times factor
         start = time.process_time()
         out = call(*args)
         deadline = start + (time.process_time() - start) * self.factor
@@ -104,7 +104,7 @@ def pytest_configure(config: Any) -> None:
     if factor == 1.0:
         return
     name, op = os.environ[ENV_IMPL], os.environ.get(ENV_OP, "all")
-    import harness.plugins as plugins
+    import harness.registry as plugins
 
     original = plugins.load_registry
 
@@ -225,7 +225,7 @@ def _add_results(record: RunRecord, results: Sequence[Any]) -> None:
 
 
 def _fresh_rerun(result: Any) -> dict[str, Any]:
-    """Whether the result was measured again in a fresh process (harness.reruns), and its first verdict."""
+    """Whether the result was measured again in a fresh process (harness.timing.reruns), and its first verdict."""
     first = result.extra.get("first_process")
     return {
         "fresh_rerun": bool(result.extra.get("rerun_in_fresh_process")),
@@ -251,13 +251,13 @@ def rejudged_records(
     folder: Path, suite: str, metric: str, *, first_process: bool = False
 ) -> tuple[list[RunRecord], list[Scenario]]:
     """Result files of an earlier gate check (``<scenario>-<index>.json``, as run_once names them), with the
-    implementation verdicts formed again by the current harness.aggregate: what the current rule would have
+    implementation verdicts formed again by the current harness.results.aggregate: what the current rule would have
     said about those runs. Per-case verdicts are kept as recorded, and so is a verdict that was formed from a
-    re-run in a fresh process (harness.reruns): the re-run's measurements are in it, not in the saved cases.
+    re-run in a fresh process (harness.timing.reruns): the re-run's measurements are in it, not in the saved cases.
     With ``first_process`` such a verdict is formed again too, from the first process's cases: what the rule
     says before any re-run."""
-    from harness.aggregate import aggregate_timing
-    from harness.results import load_results
+    from harness.results.aggregate import aggregate_timing
+    from harness.results.files import load_results
 
     records: list[RunRecord] = []
     scenarios: dict[str, Scenario] = {}
@@ -301,7 +301,7 @@ def run_once(args: argparse.Namespace, workdir: Path, scenario: Scenario, index:
     if not json_path.exists():
         record.errors = (completed.stdout + completed.stderr)[-3000:]
         return record
-    from harness.results import load_results
+    from harness.results.files import load_results
 
     _, results = load_results(json_path)
     _add_results(record, results)
@@ -355,7 +355,7 @@ def summary_table(records: Sequence[RunRecord], scenarios: Sequence[Scenario], s
     lines += [
         "",
         "Implementation verdicts (median change over an implementation's cases, relative to the run's other "
-        "implementations; harness.aggregate)",
+        "implementations; harness.results.aggregate)",
         "",
     ]
     lines += [
@@ -435,8 +435,8 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 def baseline_summary(workdir: Path) -> str:
     """How many timing entries the baseline has, from how many runs, and the spread they will be judged by."""
-    from harness.baselines import load_baseline
-    from harness.stats import fold_runs
+    from harness.results.baselines import load_baseline
+    from harness.results.stats import fold_runs
 
     files = sorted((workdir / "baselines").glob("*.json"))
     if not files:

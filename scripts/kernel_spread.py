@@ -5,7 +5,7 @@ Runs ``pytest suites/kernels`` ``--runs`` times (fresh processes, one after anot
 before (``--from DIR``), and prints, per gated metric and op, the standard deviation across runs of the log
 of each case's median ratio (about the relative spread): the median over cases and the worst case. A
 timing gate with a 10% minimum effect needs about 3% or less here to catch a 1.2x slowdown every time
-without false alarms (see harness/stats.py: compare_timing).
+without false alarms (see harness/results/stats.py: compare_timing).
 
     .venv/bin/python scripts/kernel_spread.py --runs 6 --keep /tmp/spread
     .venv/bin/python scripts/kernel_spread.py --from /tmp/spread
@@ -54,7 +54,7 @@ def run_suite(folder: Path, runs: int, pytest_args: Sequence[str]) -> list[Path]
 
 
 def spread_table(paths: Sequence[Path]) -> str:
-    from harness.results import load_results
+    from harness.results.files import load_results
 
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     threads: set[object] = set()

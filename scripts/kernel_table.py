@@ -24,7 +24,7 @@ COLUMNS = (
 
 
 def table(path: Path) -> str:
-    from harness.results import load_results
+    from harness.results.files import load_results
 
     environment, results = load_results(path)
     values = {(r.implementation, r.case, r.metric): r for r in results}

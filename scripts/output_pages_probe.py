@@ -3,7 +3,7 @@
 Runs bitsandbytes' NF4 (or any registered implementation's) dequantize of a 4096x4096 float32 weight on one
 torch thread, 15 calls, printing each call's process CPU time in ms: first with the C allocator as it comes
 (glibc maps a 64 MiB output anew on every call and unmaps it on free, so every call faults its pages in),
-then in a second process after harness.timing.keep_freed_memory().
+then in a second process after harness.timing.clock.keep_freed_memory().
 
     .venv/bin/python scripts/output_pages_probe.py            # bnb-nf4 and ref-nf4
     .venv/bin/python scripts/output_pages_probe.py torchao-nf4
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 def probe(names: Sequence[str], keep: bool) -> None:
     import torch
 
-    from harness.plugins import load_registry
-    from harness.timing import keep_freed_memory
+    from harness.registry import load_registry
+    from harness.timing.clock import keep_freed_memory
 
     pages = keep_freed_memory() if keep else "system"
     torch.set_num_threads(1)

@@ -52,8 +52,8 @@ def _calls(
     import torch
     import torch.nn.functional as F
 
-    from harness.plugins import load_registry
-    from harness.timing import copy_reference
+    from harness.registry import load_registry
+    from harness.timing.clock import copy_reference
 
     registry = load_registry()
     calls: list[tuple[str, Callable[[], object], dict[str, Callable[[], object]], int]] = []
@@ -103,7 +103,7 @@ def _phase(
     seconds: float,
     flush_bytes: int = 0,
 ) -> dict[tuple[str, str], float]:
-    from harness.timing import time_interleaved
+    from harness.timing.clock import time_interleaved
 
     medians = {}
     for label, kernel, references, moved in calls:
@@ -133,12 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="evict the caches before every timed call (harness.timing flush_bytes: twice the last-level cache)",
+        help="evict the caches before every timed call (harness.timing.clock flush_bytes: twice the last-level cache)",
     )
     args = parser.parse_args(argv)
     import torch
 
-    from harness.timing import keep_freed_memory, last_level_cache_bytes
+    from harness.timing.clock import keep_freed_memory, last_level_cache_bytes
 
     keep_freed_memory()
     torch.set_num_threads(1)

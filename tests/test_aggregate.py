@@ -1,4 +1,4 @@
-"""Implementation-level timing verdicts (harness.aggregate): the rule on hand-made results, what baselines do
+"""Implementation-level timing verdicts (harness.results.aggregate): the rule on hand-made results, what baselines do
 with aggregates, and the plugin end to end (a marked suite whose cases each pass, whose implementation fails)."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.aggregate import AGGREGATE_CASE, aggregate_metric_name, aggregate_timing, shared_shift
-from harness.baselines import Baseline, BaselineEntry, compare_result, compare_runs, update_baseline
 from harness.errors import InvalidArgument
-from harness.results import Result
+from harness.results.aggregate import AGGREGATE_CASE, aggregate_metric_name, aggregate_timing, shared_shift
+from harness.results.baselines import Baseline, BaselineEntry, update_baseline
+from harness.results.compare import compare_result, compare_runs
+from harness.results.records import Result
 from tests.test_plugin_baselines import TOY_MODULE
 
 pytest_plugins = ["pytester"]
@@ -66,7 +67,7 @@ def test_noise_within_the_minimum_effect_is_ok() -> None:
 
 
 def test_a_few_slow_cases_do_not_regress_the_implementation() -> None:
-    """What one process once did to ref-fp4 (harness.aggregate): five cases +12..+23%, three not."""
+    """What one process once did to ref-fp4 (harness.results.aggregate): five cases +12..+23%, three not."""
     factors = [1.12, 1.14, 1.15, 1.18, 1.23, 1.05, 0.99, 0.97]
     aggregate = _only(aggregate_timing([_result(i, f) for i, f in enumerate(factors)], SUITE, METRIC))
     assert math.log(aggregate.value) > math.log1p(0.10)  # past the minimum effect...

@@ -1,4 +1,4 @@
-"""harness.agreement on constructed pairs whose answer is known by construction, on the quantizer zoo, and the
+"""harness.checks.agreement on constructed pairs whose answer is known by construction, on the quantizer zoo, and the
 agreement matrix rendered into a StringIO console."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from harness.agreement import (
+from harness.api import DoubleQuant, QuantizedTensor, Quantizer
+from harness.checks.agreement import (
     MIDPOINT_ULPS,
     PairAgreement,
     compare_pair,
@@ -22,12 +23,11 @@ from harness.agreement import (
     render_agreement_matrix,
     ulp,
 )
-from harness.api import DoubleQuant, QuantizedTensor, Quantizer
-from harness.inputs import InputRecipe
-from harness.packing import pack_nibbles
-from harness.properties import NotApplicable, double_quant_bound
+from harness.checks.inputs import InputRecipe
+from harness.checks.properties import NotApplicable, double_quant_bound
+from harness.formats.packing import pack_nibbles
 from harness.quantizers.reference import ReferenceQuantizer
-from harness.results import Result
+from harness.results.records import Result
 from tests import zoo
 
 BLOCK = 64

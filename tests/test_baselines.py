@@ -16,26 +16,22 @@ from typing import Any
 
 import pytest
 
-from harness import baselines
-from harness.baselines import (
-    DEFAULT_EXACT_REL_TOL,
+from harness.errors import BaselineFormatError
+from harness.results import baselines
+from harness.results.baselines import (
     MAX_FOLDED_RUNS,
     SCHEMA_VERSION,
     Baseline,
     BaselineEntry,
-    apply_verdict,
     baseline_path,
-    compare_result,
-    compare_runs,
     entry_from_result,
     load_baseline,
-    missing_entries,
     save_baseline,
     update_baseline,
 )
-from harness.environment import timing_machine
-from harness.errors import BaselineFormatError
-from harness.results import Result
+from harness.results.compare import DEFAULT_EXACT_REL_TOL, apply_verdict, compare_result, compare_runs, missing_entries
+from harness.results.environment import timing_machine
+from harness.results.records import Result
 
 ENVIRONMENT = {"python": "3.11.9", "cpu": {"machine": "x86_64", "flags": ["avx2"]}}
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as torch_functional
 
+from harness.checks.properties import block_absmax, double_quant_bound, run_quantize
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency, PluginError
-from harness.packing import unpack_nibbles
-from harness.plugins import Registry
-from harness.properties import block_absmax, double_quant_bound, run_quantize
+from harness.formats.packing import unpack_nibbles
+from harness.registry import Registry
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 if HAS_BNB:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines import load_baseline
 from harness.cli import find_suites_dir, main
-from harness.environment import environment_key
-from harness.results import Result, load_results, save_results
+from harness.results.baselines import load_baseline
+from harness.results.environment import environment_key
+from harness.results.files import load_results, save_results
+from harness.results.records import Result
 
 CaptureStr = pytest.CaptureFixture[str]
 

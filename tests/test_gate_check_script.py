@@ -87,7 +87,8 @@ def test_the_reference_table_shows_offset_and_run_to_run_spread(gate: ModuleType
 
 
 def test_rejudge_forms_the_implementation_verdicts_again_from_saved_runs(gate: ModuleType, tmp_path: Path) -> None:
-    from harness.results import Result, save_results
+    from harness.results.files import save_results
+    from harness.results.records import Result
 
     def run(factor: float) -> list[Result]:
         stale = Result("kernels", "all cases", "a", "over_dense_median", 9.0, kind="aggregate", verdict="regressed")
@@ -134,7 +135,8 @@ def test_the_summary_counts_inconclusive_results_and_the_runs_that_had_them(gate
 
 
 def test_rejudge_keeps_a_verdict_formed_from_a_fresh_process_rerun(gate: ModuleType, tmp_path: Path) -> None:
-    from harness.results import Result, save_results
+    from harness.results.files import save_results
+    from harness.results.records import Result
 
     cases = [
         Result("kernels", f"c{i}", "a", "over_dense", 2.4, kind="timing", baseline=2.0, verdict="ok") for i in range(6)
@@ -158,7 +160,8 @@ def test_the_rules_script_forms_verdicts_by_baseline_by_all_peers_and_by_family(
     ref-a reads +8% (missed). Against all peers (median of 0.9, 0.9, 1, 1, 1: 1.0) it also reads +8%, and on
     the unchanged tree the lib family reads +11% against the ref-dominated median (0.9): a false alarm. Against
     its own family ref-a reads +20%, and nothing is flagged on the unchanged tree."""
-    from harness.results import Result, save_results
+    from harness.results.files import save_results
+    from harness.results.records import Result
 
     def run(factor_of: dict[str, float]) -> list[Result]:
         return [

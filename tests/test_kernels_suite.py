@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from harness import DoubleQuant, ReferenceQuantizer
-from harness.results import Result, load_results
-from harness.timing import TimingRun
+from harness.results.files import load_results
+from harness.results.records import Result
+from harness.timing.clock import TimingRun
 
 pytest_plugins = ["pytester"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks.known_failures import FILE_NAME, KnownFailure, load_known_failures, match_known_failure
 from harness.errors import UsageError
-from harness.known_failures import FILE_NAME, KnownFailure, load_known_failures, match_known_failure
 
 PYTEST_VERSION = metadata.version("pytest")
 
@@ -181,8 +181,8 @@ def test_patterns_match_both_names_with_literal_brackets(
 
 
 def test_the_documented_example_pattern_matches_parametrized_tests() -> None:
-    import harness.known_failures
+    import harness.checks.known_failures
 
-    assert 'tests = ["test_exact_zero[*]"]' in (harness.known_failures.__doc__ or "")
+    assert 'tests = ["test_exact_zero[*]"]' in (harness.checks.known_failures.__doc__ or "")
     known = _known(("bnb-fp4",), ("test_exact_zero[*]",))
     assert known.matches("bnb-fp4", "test_exact_zero[bnb-fp4-float32]")

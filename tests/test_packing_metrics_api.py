@@ -19,8 +19,8 @@ from harness import (
     QuantizedTensor,
     error_stats,
 )
-from harness.metrics import code_agreement
-from harness.packing import pack_nibbles, packed_size, unpack_nibbles
+from harness.checks.metrics import code_agreement
+from harness.formats.packing import pack_nibbles, packed_size, unpack_nibbles
 
 
 @given(st.lists(st.integers(0, 15), min_size=1, max_size=301), st.sampled_from([PACKING_HIGH_FIRST, PACKING_LOW_FIRST]))

@@ -18,10 +18,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from harness.checks.metrics import error_stats
 from harness.errors import InvalidArgument
 from harness.formats import codebook
-from harness.metrics import error_stats
-from harness.plots import (
+from harness.quantizers.reference import ReferenceQuantizer
+from harness.report.plots import (
     DPI,
     accuracy_figure,
     codebooks_figure,
@@ -30,8 +31,7 @@ from harness.plots import (
     throughput_figure,
     write_plots,
 )
-from harness.quantizers.reference import ReferenceQuantizer
-from harness.results import Direction, Result
+from harness.results.records import Direction, Result
 
 BLOCK_SIZES = (32, 64, 256)
 FORMATS = ("nf4", "int4")

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from harness.baselines import BaselineEntry, compare_result, load_baseline, save_baseline
-from harness.environment import environment_key
-from harness.report import Outcome, regression_message, render_markdown
-from harness.results import Result, load_results
+from harness.report.terminal import Outcome, regression_message, render_markdown
+from harness.results.baselines import BaselineEntry, load_baseline, save_baseline
+from harness.results.compare import compare_result
+from harness.results.environment import environment_key
+from harness.results.files import load_results
+from harness.results.records import Result
 
 pytest_plugins = ["pytester"]
 

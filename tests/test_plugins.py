@@ -1,7 +1,7 @@
 """Discovery of implementations: entry points, ``--quantizer``, the conftest hook, ``--impl``, load errors,
 contract violations, test ids, dtype skips, and the example third-party plugin in examples/.
 
-Registry-level checks call :mod:`harness.plugins` directly; pytest-level checks run pytest through pytester
+Registry-level checks call :mod:`harness.registry` directly; pytest-level checks run pytest through pytester
 (in-process unless a real interpreter matters: exit codes seen by a shell, hypothesis profiles, PYTHONPATH).
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from harness import Capabilities, FormatSpec, QuantizedTensor
 from harness.errors import PluginError, UsageError
-from harness.plugins import ENTRY_POINT_GROUP, Registry, load_registry, resolve_spec
+from harness.registry import ENTRY_POINT_GROUP, Registry, load_registry, resolve_spec
 
 pytest_plugins = ["pytester"]
 
@@ -293,9 +293,9 @@ def test_without_entry_points_builtins_come_from_their_specs() -> None:
 
 
 def test_harness_not_installed_falls_back_to_builtins(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.plugins
+    import harness.registry
 
-    monkeypatch.setattr(harness.plugins, "entry_points", lambda group: [])
+    monkeypatch.setattr(harness.registry, "entry_points", lambda group: [])
     registry = load_registry()
     assert set(registry.implementations) - LIBRARY_NAMES == BUILTIN_NAMES
     assert set(registry.implementations) | set(registry.unavailable) == BUILTIN_NAMES | LIBRARY_NAMES

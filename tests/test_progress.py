@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from harness.progress import progress_bar
+from harness.report.progress import progress_bar
 
 
 class _Terminal(io.StringIO):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import DoubleQuant, InvalidArgument, ReferenceQuantizer, codebook, error_stats
-from harness.packing import unpack_nibbles
+from harness.formats.packing import unpack_nibbles
 from harness.quantizers.blockwise import nearest_table
 
 

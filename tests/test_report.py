@@ -8,7 +8,7 @@ import math
 
 from rich.console import Console, RenderableType
 
-from harness.report import (
+from harness.report.terminal import (
     Outcome,
     regression_message,
     render_comparison,
@@ -18,7 +18,7 @@ from harness.report import (
     render_run,
     verdict_matrix,
 )
-from harness.results import Result
+from harness.results.records import Result
 
 OUTCOMES = [
     Outcome("ref-nf4", "exact_zero", "passed", "properties"),
@@ -363,7 +363,7 @@ def test_load_errors_are_not_read_as_markup() -> None:
 
 
 def test_implementation_verdicts_get_their_own_table_after_the_metrics() -> None:
-    from harness.aggregate import aggregate_timing
+    from harness.results.aggregate import aggregate_timing
 
     cases = [
         Result("kernels", f"case-{i}", impl, "over_dense", 2.0 * f, kind="timing", baseline=2.0, verdict="ok")

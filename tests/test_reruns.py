@@ -1,4 +1,4 @@
-"""Timing regressions measured again in a fresh process (harness.reruns, ``--fourbit-timing-reruns``): the
+"""Timing regressions measured again in a fresh process (harness.timing.reruns, ``--fourbit-timing-reruns``): the
 command it builds, how re-run results replace the first ones, and the plugin end to end on a toy suite whose
 timings depend on which process measures them (each new process takes the next factor of a list)."""
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from harness.reruns import RerunCommand, fresh_process_command, plugin_arguments, replace_with_reruns
-from harness.results import Result
+from harness.results.records import Result
+from harness.timing.reruns import RerunCommand, fresh_process_command, plugin_arguments, replace_with_reruns
 from tests.conftest import REPO
 from tests.test_plugin_baselines import TOY_MODULE
 

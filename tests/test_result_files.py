@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness.errors import BaselineFormatError
-from harness.results import RESULTS_SCHEMA_VERSION, Result, load_results, save_results, write_json_atomically
+from harness.errors import ResultFileFormatError
+from harness.results.files import RESULTS_SCHEMA_VERSION, load_results, save_results, write_json_atomically
+from harness.results.records import Result
 
 REPO = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {"python": "3.11.9", "libraries": {"torch": "2.13.0"}, "git": {"commit": "abc123", "dirty": False}}
@@ -104,7 +105,7 @@ def test_corrupt_json_names_the_file_line_and_column(tmp_path: Path) -> None:
     with pytest.raises(json.JSONDecodeError) as decode:
         json.loads(text)
     path = _write_text(tmp_path / "corrupt.json", text)
-    with pytest.raises(BaselineFormatError) as excinfo:
+    with pytest.raises(ResultFileFormatError) as excinfo:
         load_results(path)
     message = str(excinfo.value)
     assert str(path) in message
@@ -115,10 +116,10 @@ def test_corrupt_json_names_the_file_line_and_column(tmp_path: Path) -> None:
 def test_another_schema_version_is_refused(tmp_path: Path, version: object) -> None:
     document: dict[str, Any] = {"schema_version": version, "environment": {}, "results": []}
     path = _write_text(tmp_path / "other.json", json.dumps(document))
-    with pytest.raises(BaselineFormatError) as excinfo:
+    with pytest.raises(ResultFileFormatError) as excinfo:
         load_results(path)
     assert str(path) in str(excinfo.value)
-    assert f"schema_version={version!r}, expected 1 to {RESULTS_SCHEMA_VERSION}" in str(excinfo.value)
+    assert f"schema_version={version!r}, expected an integer from 1 to {RESULTS_SCHEMA_VERSION}" in str(excinfo.value)
     assert ("newer fourbit-harness" in str(excinfo.value)) == (version == RESULTS_SCHEMA_VERSION + 1)
 
 
@@ -143,13 +144,13 @@ def test_a_version_1_file_is_read(tmp_path: Path) -> None:
 )
 def test_a_malformed_file_names_the_file_and_the_record(tmp_path: Path, document: Any, problem: str) -> None:
     path = _write_text(tmp_path / "bad.json", json.dumps(document))
-    with pytest.raises(BaselineFormatError) as excinfo:
+    with pytest.raises(ResultFileFormatError) as excinfo:
         load_results(path)
     assert str(path) in str(excinfo.value) and problem in str(excinfo.value)
 
 
 def test_a_missing_file_is_a_format_error(tmp_path: Path) -> None:
-    with pytest.raises(BaselineFormatError, match="no such file"):
+    with pytest.raises(ResultFileFormatError, match="no such file"):
         load_results(tmp_path / "absent.json")
 
 
@@ -165,7 +166,7 @@ import os
 import sys
 import time
 
-from harness.results import write_json_atomically
+from harness.results.files import write_json_atomically
 
 
 def stalled_fsync(fd):

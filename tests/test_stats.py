@@ -1,4 +1,4 @@
-"""harness.stats: each comparison rule checked, by simulation with fixed seeds, against what it promises.
+"""harness.results.stats: each comparison rule checked, by simulation with fixed seeds, against what it promises.
 
 Timing model (assumptions after DESIGN.md's measurements on the project's CPU machines):
 
@@ -25,7 +25,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness.errors import InvalidArgument
-from harness.stats import (
+from harness.results.stats import (
     DEFAULT_ROUNDS,
     RUN_SPREAD_PRIOR,
     Comparison,

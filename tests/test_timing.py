@@ -1,4 +1,4 @@
-"""harness.timing: interleaved rounds against several references, the CPU clock, the stop rule, threads."""
+"""harness.timing.clock: interleaved rounds against several references, the CPU clock, the stop rule, threads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import InvalidArgument
-from harness.timing import TimingRun, copy_reference, time_interleaved, torch_threads
+from harness.timing.clock import TimingRun, copy_reference, time_interleaved, torch_threads
 
 
 def _busy(seconds: float) -> None:
@@ -105,7 +105,7 @@ def test_torch_threads_sets_and_restores() -> None:
 def test_a_cache_flush_writes_every_byte_before_each_call_and_is_not_timed() -> None:
     """The CPU timer writes its whole buffer before each call (each byte once per call) and leaves that write
     out of the call's time: a call that does nothing records next to none of the flush's CPU time."""
-    from harness.timing import _CpuTimer
+    from harness.timing.clock import _CpuTimer
 
     timer = _CpuTimer(64 << 20)
     assert timer.flush is not None
@@ -124,7 +124,7 @@ def test_a_cache_flush_writes_every_byte_before_each_call_and_is_not_timed() -> 
 
 def test_time_interleaved_flushes_before_every_timed_call_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """flush_bytes reaches the CPU timer, which times each of the 3 x 6 calls of the rounds (not the warm-up)."""
-    import harness.timing as timing
+    import harness.timing.clock as timing
 
     flushes: list[int] = []
 
@@ -148,7 +148,7 @@ def test_the_cuda_timer_flushes_l2_then_times_the_call_between_synchronised_even
 ) -> None:
     """No GPU needed: torch.cuda's events and synchronize are stood in for, so what the timer does around a call
     is checked in order: the flush buffer zeroed, start event, the call, end event, synchronize, elapsed time."""
-    import harness.timing as timing
+    import harness.timing.clock as timing
 
     log: list[object] = []
 
@@ -174,7 +174,7 @@ def test_the_cuda_timer_flushes_l2_then_times_the_call_between_synchronised_even
 
 
 def test_time_interleaved_on_cuda_uses_events_and_reports_no_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.timing as timing
+    import harness.timing.clock as timing
 
     made: list[torch.device] = []
 
@@ -197,7 +197,7 @@ def test_time_interleaved_on_cuda_uses_events_and_reports_no_wall_time(monkeypat
 
 
 def test_the_last_level_cache_is_the_largest_size_in_sysfs(tmp_path: Path) -> None:
-    from harness.timing import last_level_cache_bytes
+    from harness.timing.clock import last_level_cache_bytes
 
     for index, size in (("index0", "32K"), ("index2", "512K"), ("index3", "32768K"), ("index4", "n/a")):
         (tmp_path / index).mkdir()
@@ -228,7 +228,7 @@ def test_keep_freed_memory_reports_what_took_effect(monkeypatch: pytest.MonkeyPa
     import platform
     import sys
 
-    from harness import timing
+    from harness.timing import clock as timing
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     expected = "reused" if glibc else "system"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness import Capabilities, ReferenceQuantizer
-from harness.inputs import InputRecipe, edge_cases
-from harness.properties import PropertyViolation
-from harness.trials import Trial, for_each_input
+from harness.checks.inputs import InputRecipe, edge_cases
+from harness.checks.properties import PropertyViolation
+from harness.checks.trials import Trial, for_each_input
 
 
 def _recipes_seen(quantizer: ReferenceQuantizer, dtype: torch.dtype) -> list[InputRecipe]:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from harness.api import QuantizedTensor
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency
 from harness.kernels import GEMV_MAX_BATCH, dequantize_4bit, gemv_4bit, triton_installed
-from harness.plugins import Registry
 from harness.quantizers.reference import ReferenceQuantizer
 from harness.quantizers.triton import NO_DEVICE_REASON, TRITON_NAMES, TritonQuantizer, triton_quantizers
+from harness.registry import Registry
 
 needs_triton = pytest.mark.skipif(
     not triton_installed(), reason="triton is not installed (pip install 'fourbit-harness[triton]')"

@@ -14,7 +14,7 @@ Run the suites on the zoo from the repository root::
     .venv/bin/python -m pytest suites/properties -p no:cacheprovider --fourbit-no-entry-points \\
         --quantizer tests.zoo:correct_quantizers --impl 'zoo-*'
 
-Only :mod:`harness.api`, :mod:`harness.packing` and :mod:`harness.formats` are used; nothing here
+Only :mod:`harness.api`, :mod:`harness.formats.packing` and :mod:`harness.formats` are used; nothing here
 reuses the reference quantizer's encoder, so a bug in it cannot hide a bug here (or the reverse).
 """
 
@@ -38,7 +38,7 @@ from harness.api import (
     Quantizer,
 )
 from harness.formats import codebook as format_codebook
-from harness.packing import pack_nibbles, unpack_nibbles
+from harness.formats.packing import pack_nibbles, unpack_nibbles
 
 __all__ = [
     "ZOO_BROKEN",

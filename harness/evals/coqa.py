@@ -42,7 +42,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from harness.errors import InvalidArgument
 from harness.evals.coqa_data import CoqaStory, build_prompt, data_hash, iter_items
 from harness.evals.squad_metrics import exact_match, f1_score, leave_one_out
-from harness.progress import progress_bar
+from harness.report.progress import progress_bar
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -452,7 +452,7 @@ def run_coqa(
     from lm_eval.tasks import TaskManager
 
     from harness.evals.models import set_offline
-    from harness.stats import bootstrap_ci
+    from harness.results.stats import bootstrap_ci
 
     set_offline()
     start = time.perf_counter()
@@ -498,7 +498,7 @@ def paired_difference(
     current: np.ndarray, reference: np.ndarray, *, confidence: float = 0.95
 ) -> tuple[float, float, float]:
     """Mean of per-item ``current - reference`` and its paired bootstrap CI (same items, same order)."""
-    from harness.stats import bootstrap_ci
+    from harness.results.stats import bootstrap_ci
 
     current = np.asarray(current, dtype=float)
     reference = np.asarray(reference, dtype=float)

@@ -17,7 +17,7 @@ independent (their lag-1 autocorrelation is measured and reported by :class:`Fid
 tokens would give too narrow an interval, and a bootstrap over the few chunks (6 here) would be too coarse.
 The unit resampled is therefore a block of ``block_tokens`` (64) consecutive scored tokens inside one chunk
 (a block bootstrap): per-block means are the ``samples`` a baseline stores and pairs, and the CI of the mean
-is :func:`harness.stats.bootstrap_ci` over them.
+is :func:`harness.results.stats.bootstrap_ci` over them.
 
 The reference's log-probabilities for the scored positions are computed once per session (float32:
 chunks x 256 x vocab, 300 MB for 6 chunks of SmolLM2's 49,152-token vocabulary) and kept in memory, so
@@ -237,7 +237,7 @@ def compare_to_reference(
     confidence: float = 0.95,
 ) -> Fidelity:
     """One forward pass of ``model`` over the reference's chunks; per-token KLD, top-1 agreement and NLL."""
-    from harness.stats import bootstrap_ci
+    from harness.results.stats import bootstrap_ci
 
     tokens_per_chunk = reference.chunks.shape[1] - reference.score_from
     if not isinstance(block_tokens, int) or not 1 <= block_tokens <= tokens_per_chunk:

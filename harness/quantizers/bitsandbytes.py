@@ -43,10 +43,10 @@ from typing import Any
 
 import torch
 
+from harness._validation import check_weight
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency, PluginError
-from harness.packing import unpack_nibbles
-from harness.validation import check_weight
+from harness.formats.packing import unpack_nibbles
 
 __all__ = ["BNB_BLOCK_SIZES", "BNB_FORMATS", "BNB_NAMES", "BitsandbytesQuantizer", "bitsandbytes_quantizers"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from harness._validation import check_weight
 from harness.api import Capabilities, FormatSpec, QuantizedTensor
-from harness.validation import check_weight
 
 __all__ = ["IdentityQuantizer", "identity_quantizers"]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from harness._validation import check_block_size, check_weight
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
 from harness.errors import InvalidArgument
 from harness.formats import codebook as format_codebook
-from harness.packing import unpack_nibbles
+from harness.formats.packing import unpack_nibbles
 from harness.quantizers.blockwise import (
     DoubleQuantizedScales,
     decode_blocks,
@@ -23,7 +24,6 @@ from harness.quantizers.blockwise import (
     quantize_absmax_blocks,
     quantize_scales,
 )
-from harness.validation import check_block_size, check_weight
 
 __all__ = ["REFERENCE_BLOCK_SIZES", "REFERENCE_FORMATS", "ReferenceQuantizer", "reference_quantizers"]
 

@@ -52,10 +52,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness._validation import check_weight
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency
-from harness.packing import unpack_nibbles
-from harness.validation import check_weight
+from harness.formats.packing import unpack_nibbles
 
 __all__ = [
     "INT4_GROUP_SIZE",

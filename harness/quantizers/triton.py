@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness._validation import check_block_size, check_weight
 from harness.api import Capabilities, QuantizedTensor
 from harness.errors import FourbitError, ImplementationError, InvalidArgument, MissingDependency
 from harness.kernels import (
@@ -34,7 +35,6 @@ from harness.kernels import (
     triton_installed,
 )
 from harness.quantizers.reference import REFERENCE_BLOCK_SIZES, ReferenceQuantizer
-from harness.validation import check_block_size, check_weight
 
 __all__ = [
     "TRITON_BLOCK_SIZES",

@@ -3,7 +3,7 @@
 For each pair (``quantizer_pair``, e.g. ``ref-nf4~bnb-nf4``) and case: code and level agreement, where the
 levels differ and whether the formats explain it (a decision midpoint, the other table's midpoint, a
 double-quantized scale), how far the dequantized outputs are apart against the bound the formats allow, and
-packed-byte agreement (see :mod:`harness.agreement`). Every measurement is recorded (kind "exact": fixed
+packed-byte agreement (see :mod:`harness.checks.agreement`). Every measurement is recorded (kind "exact": fixed
 data, fixed seeds); anything the formats do not explain fails. Each implementation's matmul is checked
 against its own dequantize + ``F.linear``.
 """
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import QuantizedTensor, Quantizer
-from harness import properties as p
-from harness.agreement import MIDPOINT_ULPS, PairAgreement, check_comparable, compare_pair, matmul_tolerance
+from harness.checks import properties as p
+from harness.checks.agreement import MIDPOINT_ULPS, PairAgreement, check_comparable, compare_pair, matmul_tolerance
 from harness.errors import ImplementationError
 from harness.pytest_plugin import pair_id
 
@@ -181,7 +181,7 @@ def _float32_weight(quantizer: Quantizer, q: QuantizedTensor) -> torch.Tensor | 
 
 def test_matmul_matches_dequantize(quantizer: Quantizer, dtype: torch.dtype) -> None:
     """``matmul(x, q)`` equals ``F.linear(x, dequantize(q))`` for a single row and a batch of 16, within what two
-    float32-accumulating reductions of length 1024 may differ (:func:`harness.agreement.matmul_tolerance`).
+    float32-accumulating reductions of length 1024 may differ (:func:`harness.checks.agreement.matmul_tolerance`).
 
     A kernel may multiply the weights as ``dequantize`` returns them (rounded to x's dtype) or unrounded,
     ``codebook[code] * scale`` in float32; the closer of the two references counts."""

@@ -1,7 +1,7 @@
 """Kernel throughput that holds on a noisy machine: quantize, dequantize and matmul of every implementation.
 
 Each case times its kernel against two references in the same interleaved rounds
-(:func:`harness.timing.time_interleaved`, random order within a round): a copy of the bytes the kernel must
+(:func:`harness.timing.clock.time_interleaved`, random order within a round): a copy of the bytes the kernel must
 move, and the dense layer the weight serves (``F.linear`` in the same dtype and shape; batch 16 for quantize
 and dequantize, the case's batch for matmul). Absolute times on the project's machines drift between runs
 (DESIGN.md); per-round ratios cancel what the kernel and its reference share. Gated (kind ``timing``, lower
@@ -14,7 +14,7 @@ is better, samples = the rounds' ratios):
 and shown, never gated (kind ``info``): ``gbps``, ``copy_gbps``, ``fraction_of_copy``.
 
 On CPU the rounds run on one torch thread (``--fourbit-kernel-threads``), are timed on the process's CPU
-clock, and outputs reuse freed memory (harness.timing explains all three with what was measured).
+clock, and outputs reuse freed memory (harness.timing.clock explains all three with what was measured).
 
 Bytes a kernel must move (the copy moves as many: half read, half written), see :func:`bytes_moved`:
 
@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import QuantizedTensor, Quantizer
+from harness.checks.properties import run_quantize
 from harness.errors import ImplementationError
-from harness.properties import run_quantize
 from harness.quantizers.identity import IdentityQuantizer
-from harness.stats import median_ci
-from harness.timing import (
+from harness.results.stats import median_ci
+from harness.timing.clock import (
     DEFAULT_MAX_SECONDS,
     DEFAULT_MIN_ROUNDS,
     TimingRun,
@@ -89,7 +89,7 @@ MAX_ROUNDS = 400
 """Cheap cases stop at the CI target, the time cap, or this many rounds."""
 
 pytestmark = pytest.mark.fourbit_aggregate("over_dense")
-"""Each implementation is also judged by the median change of over_dense over all its cases (harness.aggregate):
+"""Each implementation is also judged by the median change of over_dense over all its cases (harness.results.aggregate):
 what catches a 1.2x slowdown, which single cases' spread hides. over_dense, not kernel_over_copy: against a
 baseline written in another session, the copy ratios of an unchanged tree had moved by 5-14% (median over an
 implementation's cases, per implementation) and the dense ones by 1-5% (20 runs of scripts/kernel_gate_check.py;
@@ -518,14 +518,14 @@ def quantized_weights() -> dict[Any, Any]:
 
 @pytest.fixture(scope="module")
 def output_pages() -> str:
-    """``reused``: outputs reuse freed pages (harness.timing.keep_freed_memory), as with a caching allocator;
+    """``reused``: outputs reuse freed pages (harness.timing.clock.keep_freed_memory), as with a caching allocator;
     ``system``: the C library could not be told to, so outputs of 32 MiB and more may be page-fault bound."""
     return keep_freed_memory()
 
 
 @pytest.fixture(autouse=True)
 def timing_threads(pytestconfig: pytest.Config) -> Iterator[int]:
-    """Every test here runs with ``--fourbit-kernel-threads`` torch threads (default 1; see harness.timing)."""
+    """Every test here runs with ``--fourbit-kernel-threads`` torch threads (default 1; see harness.timing.clock)."""
     with torch_threads(int(pytestconfig.getoption("fourbit_kernel_threads"))) as threads:
         yield threads
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from harness import Quantizer
-from harness import properties as p
-from harness.inputs import InputRecipe
-from harness.trials import Trial, cached_trial, for_each_input
+from harness.checks import properties as p
+from harness.checks.inputs import InputRecipe
+from harness.checks.trials import Trial, cached_trial, for_each_input
 
 
 def test_output_contract(quantizer: Quantizer, dtype: torch.dtype) -> None:

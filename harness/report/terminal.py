@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from harness.results import VERDICTS, Result
+from harness.results.records import VERDICTS, Result
 
 __all__ = [
     "Outcome",
@@ -165,7 +165,7 @@ def render_regressions(results: Sequence[Result]) -> Table | None:
 
 
 def render_aggregates(results: Sequence[Result]) -> Table | None:
-    """Implementation verdicts (harness.aggregate): per implementation, how its cases moved together
+    """Implementation verdicts (harness.results.aggregate): per implementation, how its cases moved together
     (None when the run formed none)."""
     aggregates = [r for r in results if r.kind == "aggregate"]
     if not aggregates:
@@ -249,7 +249,7 @@ def render_run(
         if suite in result_suites:
             suite_results = result_suites[suite]
             if suite == "agreement":
-                from harness.agreement import render_agreement_matrix
+                from harness.checks.agreement import render_agreement_matrix
 
                 parts.extend(render_agreement_matrix(suite_results))
             shown = _SUMMARY_METRICS.get(suite)

@@ -19,7 +19,7 @@ and the arithmetic explain, and :func:`compare_pair` measures each:
 * Packed bytes (same declared nibble order) are equal exactly where both codes of the byte are.
 
 Everything here is a pure function of tensors (the suite runs the quantizers); :func:`render_agreement_matrix`
-turns recorded :class:`~harness.results.Result` records into rich tables, one per format.
+turns recorded :class:`~harness.results.records.Result` records into rich tables, one per format.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ import torch
 from rich.table import Table
 
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, QuantizedTensor, Quantizer
-from harness.packing import packed_size
-from harness.properties import (
+from harness.checks.properties import (
     COMPUTE_ULPS,
     OUTPUT_ULPS,
     NotApplicable,
@@ -43,8 +42,9 @@ from harness.properties import (
     double_quant_bound,
     max_half_gap,
 )
+from harness.formats.packing import packed_size
 from harness.quantizers.blockwise import absmax_per_block
-from harness.results import Result
+from harness.results.records import Result
 
 __all__ = [
     "MIDPOINT_ULPS",

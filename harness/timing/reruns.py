@@ -22,8 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.errors import BaselineFormatError
-from harness.results import Result, load_results
+from harness.errors import ResultFileFormatError
+from harness.results.files import load_results
+from harness.results.records import Result
 
 __all__ = ["FreshRun", "RerunCommand", "fresh_process_command", "plugin_arguments", "replace_with_reruns", "run_fresh"]
 
@@ -119,7 +120,7 @@ def run_fresh(command: RerunCommand, targets: Sequence[str], timeout: float = DE
             return FreshRun([], f"the re-run wrote no results (exit {completed.returncode}):\n{tail}")
         try:
             _, results = load_results(json_path)
-        except BaselineFormatError as exc:
+        except ResultFileFormatError as exc:
             return FreshRun([], str(exc))
     return FreshRun(results)
 

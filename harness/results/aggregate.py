@@ -35,7 +35,7 @@ import statistics
 from collections.abc import Iterable
 
 from harness.errors import InvalidArgument
-from harness.results import Result
+from harness.results.records import Result, Verdict
 
 __all__ = [
     "AGGREGATE_CASE",
@@ -137,6 +137,7 @@ def aggregate_timing(
         moved = worse + better  # ties (no change at all) carry no sign
         p_worse = binomtest(worse, moved, 0.5, alternative="greater").pvalue if moved else 1.0
         p_better = binomtest(better, moved, 0.5, alternative="greater").pvalue if moved else 1.0
+        verdict: Verdict
         if median > threshold and p_worse < alpha:
             verdict = "regressed"
         elif median < -threshold and p_better < alpha:
@@ -144,7 +145,7 @@ def aggregate_timing(
         else:
             verdict = "ok"
         p_value = p_worse if median >= 0 else p_better  # the p of the side the median is on
-        outcome = "no consistent change past min effect" if verdict == "ok" else verdict
+        outcome: str = "no consistent change past min effect" if verdict == "ok" else verdict
         if contended and verdict != "regressed":
             verdict = "inconclusive"
             outcome += (

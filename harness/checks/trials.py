@@ -17,8 +17,14 @@ import pytest
 import torch
 
 from harness.api import QuantizedTensor, Quantizer
-from harness.inputs import InputRecipe, edge_cases, input_recipes
-from harness.properties import NotApplicable, PropertyViolation, check_output_contract, run_dequantize, run_quantize
+from harness.checks.inputs import InputRecipe, edge_cases, input_recipes
+from harness.checks.properties import (
+    NotApplicable,
+    PropertyViolation,
+    check_output_contract,
+    run_dequantize,
+    run_quantize,
+)
 
 __all__ = [
     "InputExclusion",
@@ -76,7 +82,7 @@ def run_trial(quantizer: Quantizer, recipe: InputRecipe, dtype: torch.dtype) -> 
 @dataclass(frozen=True)
 class InputExclusion:
     """Inputs a property test leaves out for one implementation because a known library bug (shown by its own
-    test) would fail every property on them, hiding everything else (see harness.known_failures)."""
+    test) would fail every property on them, hiding everything else (see harness.checks.known_failures)."""
 
     max_numel: int
     reason: str

@@ -29,7 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLo
 from harness.errors import InvalidArgument
 from harness.formats import codebook
 from harness.formats.af4 import normalized_value_pdf
-from harness.results import Result
+from harness.results.records import Result
 
 __all__ = [
     "DPI",

@@ -18,13 +18,13 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats as scipy_stats
 
 from harness.errors import InvalidArgument
+from harness.results.records import Direction, Verdict
 
 __all__ = [
     "DEFAULT_ROUNDS",
@@ -32,7 +32,6 @@ __all__ = [
     "RUN_SPREAD_PRIOR_RUNS",
     "Comparison",
     "Samples",
-    "Verdict",
     "bootstrap_ci",
     "compare_exact",
     "compare_sampled",
@@ -41,8 +40,6 @@ __all__ = [
     "median_ci",
 ]
 
-Verdict = Literal["ok", "improved", "regressed"]
-Direction = Literal["higher", "lower"]
 Samples = Sequence[float] | NDArray[np.floating] | NDArray[np.integer]
 """Per-round or per-item values: a list, a tuple or a 1-d numpy array."""
 

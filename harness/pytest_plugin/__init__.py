@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from harness.baselines import Baseline
-    from harness.known_failures import KnownFailure
-    from harness.plugins import Registry
-    from harness.report import Outcome
-    from harness.reruns import RerunCommand
-    from harness.results import Result
+    from harness.checks.known_failures import KnownFailure
+    from harness.registry import Registry
+    from harness.report.terminal import Outcome
+    from harness.results.baselines import Baseline
+    from harness.results.records import Result
+    from harness.timing.reruns import RerunCommand
 
 __all__ = ["FourbitHookspecs", "Recorder", "UnavailableQuantizer", "pair_id"]
 
@@ -55,7 +55,7 @@ class _RunState:
     known_bug_items: set[str] = field(default_factory=set)
     machine: str | None = None
     aggregates: set[tuple[str, str]] = field(default_factory=set)
-    """(suite, metric) pairs whose implementations are also judged over all their cases (harness.aggregate)."""
+    """(suite, metric) pairs whose implementations are also judged over all their cases (harness.results.aggregate)."""
 
 
 _STATE = pytest.StashKey[_RunState]()
@@ -188,7 +188,7 @@ def _register_hypothesis_profiles() -> None:
     """Register the suites' profiles early: hypothesis loads ``--hypothesis-profile`` in its own configure.
 
     Nothing is loaded globally (other projects' hypothesis tests keep their settings): the suites apply
-    ``fourbit`` themselves unless the user chose a profile (see :func:`harness.trials.for_each_input`)."""
+    ``fourbit`` themselves unless the user chose a profile (see :func:`harness.checks.trials.for_each_input`)."""
     from hypothesis import HealthCheck, Phase, settings
 
     for profile, examples in HYPOTHESIS_PROFILES.items():
@@ -216,14 +216,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "fourbit_aggregate(metric): also judge each implementation by the median change of this timing metric over "
-        "all its cases in the run (harness.aggregate)",
+        "all its cases in the run (harness.results.aggregate)",
     )
 
 
 def _registry(config: pytest.Config) -> Registry:
     state = config.stash[_STATE]
     if state.registry is None:
-        from harness.plugins import load_registry
+        from harness.registry import load_registry
 
         hook_results: list[tuple[str, object]] = []
         for impl_result in config.hook.pytest_fourbit_quantizers(config=config):
@@ -264,10 +264,10 @@ def _baseline_dir(config: pytest.Config) -> Path | None:
 
 
 def _timing_machine(config: pytest.Config) -> str:
-    """This machine as timing baselines know it (harness.environment.timing_machine), computed once."""
+    """This machine as timing baselines know it (harness.results.environment.timing_machine), computed once."""
     state = config.stash[_STATE]
     if state.machine is None:
-        from harness.environment import environment_fingerprint, timing_machine
+        from harness.results.environment import environment_fingerprint, timing_machine
 
         state.machine = timing_machine(environment_fingerprint())
     return state.machine
@@ -289,12 +289,12 @@ _RERUN_LISTS = {"quantizer": "--quantizer", "impl": "--impl", "coqa_impl": "--co
 
 
 def _rerun_command(config: pytest.Config) -> RerunCommand:
-    """How harness.reruns starts this run again: same interpreter, folder, ``-p`` plugins, rootdir, ini file,
+    """How harness.timing.reruns starts this run again: same interpreter, folder, ``-p`` plugins, rootdir, ini file,
     baseline folder, and the options that shape what a test measures (which implementations, how many threads,
     which shapes)."""
     import sys
 
-    from harness.reruns import RerunCommand, plugin_arguments
+    from harness.timing.reruns import RerunCommand, plugin_arguments
 
     here = Path(config.invocation_params.dir)
     options: list[str] = ["--rootdir", str(config.rootpath)]
@@ -322,9 +322,9 @@ def _rerun_target(item: pytest.Item) -> str:
 
 def _load_baseline(config: pytest.Config) -> None:
     """Read this environment's baseline once; a corrupt or unreadable file stops the run as a usage error."""
-    from harness.baselines import Baseline, baseline_path, load_baseline
-    from harness.environment import environment_key
     from harness.errors import BaselineFormatError
+    from harness.results.baselines import Baseline, baseline_path, load_baseline
+    from harness.results.environment import environment_key
 
     state = config.stash[_STATE]
     directory = _baseline_dir(config)
@@ -445,8 +445,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _known_failures_for(config: pytest.Config, path: Path) -> list[KnownFailure]:
     """Entries of every known_failures.toml in the test file's folder and its parents up to the rootdir."""
+    from harness.checks.known_failures import FILE_NAME, load_known_failures
     from harness.errors import UsageError
-    from harness.known_failures import FILE_NAME, load_known_failures
 
     state = config.stash[_STATE]
     found: list[KnownFailure] = []
@@ -467,8 +467,8 @@ def _known_failures_for(config: pytest.Config, path: Path) -> list[KnownFailure]
 def _mark_known_failure(config: pytest.Config, item: pytest.Item, implementation: str) -> None:
     if config.getoption("fourbit_no_known_failures"):
         return
-    from harness.known_failures import input_exclusions_for, match_known_failure
-    from harness.trials import InputExclusion
+    from harness.checks.known_failures import input_exclusions_for, match_known_failure
+    from harness.checks.trials import InputExclusion
 
     entries = _known_failures_for(config, Path(item.path))
     known = match_known_failure(entries, implementation, item.name)
@@ -502,7 +502,7 @@ class _SessionReporter:
         state = self.config.stash[_STATE]
         if state.registry is None or not hasattr(plugin, "pytest_fourbit_quantizers"):
             return
-        from harness.plugins import LoadError
+        from harness.registry import LoadError
 
         where = getattr(plugin, "__file__", None) or manager.get_name(plugin) or repr(plugin)
         state.registry.errors.append(
@@ -519,7 +519,7 @@ class _SessionReporter:
             self.config.stash[_STATE].deselected = True
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from harness.report import Outcome
+        from harness.report.terminal import Outcome
 
         state = self.config.stash[_STATE]
         if report.when == "call" and report.passed:
@@ -542,7 +542,7 @@ class _SessionReporter:
         exclusions = state.input_exclusions.get(item.nodeid, ())
         known_bug = item.nodeid in state.known_bug_items
         if exclusions or known_bug:
-            from harness.trials import expected_to_fail, input_exclusions
+            from harness.checks.trials import expected_to_fail, input_exclusions
 
             tokens = (input_exclusions.set(exclusions), expected_to_fail.set(known_bug))
             try:
@@ -559,7 +559,7 @@ class _SessionReporter:
             self._rerun_case(item)
             bad = self._failing_results(item.nodeid)
         if bad:
-            from harness.report import regression_message
+            from harness.report.terminal import regression_message
 
             pytest.fail("\n".join(regression_message(r) for r in bad), pytrace=False)
         return result
@@ -573,8 +573,8 @@ class _SessionReporter:
         ]
 
     def _rerun_case(self, item: pytest.Item) -> None:
-        """Measure the item again in a fresh process (harness.reruns) and record that measurement instead."""
-        from harness.reruns import replace_with_reruns, run_fresh
+        """Measure the item again in a fresh process (harness.timing.reruns) and record that measurement instead."""
+        from harness.timing.reruns import replace_with_reruns, run_fresh
 
         state = self.config.stash[_STATE]
         fresh = run_fresh(_rerun_command(self.config), [_rerun_target(item)])
@@ -604,7 +604,7 @@ class _SessionReporter:
         if state.registry is not None and state.registry.errors:
             failed = True
         if state.baseline is not None and not config.getoption("update_baselines"):
-            from harness.baselines import missing_entries
+            from harness.results.compare import missing_entries
 
             narrowed = (
                 state.deselected
@@ -638,9 +638,9 @@ class _SessionReporter:
             if not flagged:
                 break
             aggregates = self._rerun_aggregates(session, aggregates, flagged)
-        from harness.aggregate import shared_shift
-        from harness.baselines import DEFAULT_MIN_EFFECT
-        from harness.report import regression_message
+        from harness.report.terminal import regression_message
+        from harness.results.aggregate import shared_shift
+        from harness.results.compare import DEFAULT_MIN_EFFECT
 
         state.messages.extend(regression_message(r) for r in aggregates if r.verdict == "regressed")
         state.messages.extend(shared_shift(aggregates, min_effect=DEFAULT_MIN_EFFECT))
@@ -651,8 +651,8 @@ class _SessionReporter:
         return ("regressed", "inconclusive") if self.config.getoption("fourbit_strict") else ("regressed",)
 
     def _form_aggregates(self, results: list[Result]) -> list[Result]:
-        from harness.aggregate import aggregate_timing
-        from harness.baselines import DEFAULT_MIN_EFFECT
+        from harness.results.aggregate import aggregate_timing
+        from harness.results.compare import DEFAULT_MIN_EFFECT
 
         state = self.config.stash[_STATE]
         return [
@@ -666,7 +666,7 @@ class _SessionReporter:
     ) -> list[Result]:
         """Aggregates with those of the ``flagged`` (suite, implementation) pairs formed from one fresh process
         that re-runs every test of theirs which recorded a timing."""
-        from harness.reruns import replace_with_reruns, run_fresh
+        from harness.timing.reruns import replace_with_reruns, run_fresh
 
         state = self.config.stash[_STATE]
         items = [
@@ -704,8 +704,8 @@ class _SessionReporter:
 
     def _write_baseline(self) -> None:
         """Fold the metrics of passing tests into this environment's baseline file (atomically)."""
-        from harness.baselines import Baseline, baseline_path, save_baseline, update_baseline
-        from harness.environment import environment_fingerprint, environment_key
+        from harness.results.baselines import Baseline, baseline_path, save_baseline, update_baseline
+        from harness.results.environment import environment_fingerprint, environment_key
 
         state = self.config.stash[_STATE]
         passed = [r for item, results in state.results_by_item.items() if item in state.passed for r in results]
@@ -722,9 +722,9 @@ class _SessionReporter:
         state.messages.append(f"baseline {path}: wrote {count} metrics{note}")
 
     def _write_files(self) -> None:
-        from harness.environment import environment_fingerprint
-        from harness.report import render_markdown
-        from harness.results import save_results
+        from harness.report.terminal import render_markdown
+        from harness.results.environment import environment_fingerprint
+        from harness.results.files import save_results
 
         state = self.config.stash[_STATE]
         json_path = self.config.getoption("fourbit_json")
@@ -744,7 +744,7 @@ class _SessionReporter:
                     handle.write(markdown)
         plots_dir = self.config.getoption("fourbit_plots")
         if plots_dir:
-            from harness.plots import write_plots
+            from harness.report.plots import write_plots
 
             written = write_plots(state.results, Path(plots_dir))
             state.messages.append(f"plots: {', '.join(str(p) for p in written) or 'none (no plottable results)'}")
@@ -756,7 +756,7 @@ class _SessionReporter:
             return
         from rich.console import Console
 
-        from harness.report import render_run
+        from harness.report.terminal import render_run
 
         buffer = io.StringIO()
         markup = bool(terminalreporter.hasmarkup)
@@ -792,7 +792,7 @@ class Recorder:
         self.suite = request.node.path.parent.name
 
     def preview(self, metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
-        from harness.results import Result
+        from harness.results.records import Result
 
         config = self._request.config
         result = Result(
@@ -805,7 +805,7 @@ class Recorder:
         )
         if config.getoption("update_baselines"):
             return result
-        from harness.baselines import apply_verdict
+        from harness.results.compare import apply_verdict
 
         return apply_verdict(result, config.stash[_STATE].baseline, _timing_machine(config))
 

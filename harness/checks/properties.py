@@ -24,7 +24,7 @@ import torch
 
 from harness.api import SCALE_ABSMAX, FormatSpec, QuantizedTensor, Quantizer
 from harness.errors import ImplementationError
-from harness.packing import packed_size, unpack_nibbles
+from harness.formats.packing import packed_size, unpack_nibbles
 
 __all__ = [
     "CANONICAL_TOLERANCE",

@@ -248,7 +248,7 @@ class _CudaTimer:
 
 
 def _ci_width(ratios: list[float]) -> float:
-    from harness.stats import median_ci
+    from harness.results.stats import median_ci
 
     low, high = median_ci(ratios, confidence=0.95)
     return (high - low) / median(ratios) if math.isfinite(low) and math.isfinite(high) else math.inf
@@ -274,7 +274,7 @@ def time_interleaved(
     costs three calls a round, not four. Returns one TimingRun per reference name, sharing the kernel's rounds.
     ``flush_bytes`` (CPU): evict the caches before every timed call (module docstring); CUDA always flushes L2.
     """
-    from harness.stats import DEFAULT_ROUNDS
+    from harness.results.stats import DEFAULT_ROUNDS
 
     if not isinstance(references, Mapping) or not references or "kernel" in references:
         raise InvalidArgument(f"references={references!r}, expected a non-empty mapping name -> callable")

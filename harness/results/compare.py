@@ -1,0 +1,195 @@
+"""How a result is judged against a stored value: the rule of its kind (harness.results.stats), the hardware a
+timing was measured on, what a run did not produce, and two saved runs side by side."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from harness.results.baselines import Baseline, BaselineEntry, baseline_key, entry_from_result
+from harness.results.records import Result
+
+__all__ = [
+    "CONTENDED_CPU_SHARE",
+    "DEFAULT_EXACT_REL_TOL",
+    "DEFAULT_MIN_EFFECT",
+    "apply_verdict",
+    "compare_result",
+    "compare_runs",
+    "missing_entries",
+]
+
+DEFAULT_EXACT_REL_TOL = 1e-6
+"""Exact metrics are computed from fixed seeds; this only absorbs last-bit differences between BLAS builds."""
+DEFAULT_MIN_EFFECT = 0.10
+"""Timing: a ratio must move by more than this (and significantly) to count; see DESIGN.md for why."""
+CONTENDED_CPU_SHARE = 0.85
+"""Timing: a run whose rounds got less than this share of their CPUs (``extra["cpu_share"]``, see
+harness.timing.clock.TimingRun.cpu_share) cannot show a regression: one that crosses the gate is ``inconclusive``.
+On the project's 2-core machine single-threaded timings got 0.97-1.0 of their CPU at load 1-3 (the kernel
+gate check's runs); at load 3, before the share was recorded, dequantize/copy ratios of an unchanged tree rose
+20-24%. The threshold sits below what a lightly shared machine gives."""
+
+
+def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
+    """``result`` with ``baseline``, ``verdict`` and ``statistic`` filled in by the rule of its kind."""
+    from harness.results import stats
+
+    if result.kind == "aggregate":
+        return result  # judged when it was formed, over this run's compared results (harness.results.aggregate)
+    if result.kind == "info":
+        return replace(
+            result,
+            baseline=None if entry is None else entry.value,
+            verdict=None,
+            statistic="shown, never gated",
+        )
+    if entry is None:
+        return replace(result, verdict="new", statistic="no baseline for this metric")
+    if entry.kind != result.kind or entry.direction != result.direction:
+        return replace(
+            result,
+            baseline=entry.value,
+            verdict="new",
+            statistic=f"baseline is {entry.kind}/{entry.direction}, this run {result.kind}/{result.direction}: "
+            "not compared (update the baseline)",
+        )
+    direction = result.direction
+    if result.kind == "exact":
+        tolerance = result.tolerance if result.tolerance is not None else entry.tolerance
+        comparison = stats.compare_exact(
+            result.value,
+            entry.value,
+            direction=direction,
+            rel_tol=DEFAULT_EXACT_REL_TOL if tolerance is None else tolerance,
+        )
+    elif result.kind == "timing":
+        if not result.samples:
+            return replace(result, baseline=entry.value, verdict="new", statistic="no per-round samples to compare")
+        min_effect = result.tolerance if result.tolerance is not None else DEFAULT_MIN_EFFECT
+        comparison = stats.compare_timing(
+            result.samples, entry.value, entry.runs or (entry.value,), direction=direction, min_effect=min_effect
+        )
+        inconclusive = _inconclusive(result) if comparison.verdict == "regressed" else None
+        if inconclusive is not None:
+            reason, flags = inconclusive
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="inconclusive",
+                statistic=f"{comparison.statistic}; but {reason}",
+                extra={**result.extra, **flags},
+            )
+        if comparison.ambiguous:
+            extra = {**result.extra, "ambiguous": True}
+            return replace(
+                result, baseline=entry.value, verdict=comparison.verdict, statistic=comparison.statistic, extra=extra
+            )
+    else:
+        if result.data_hash != entry.data_hash or len(result.samples) != len(entry.samples) or not result.samples:
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="new",
+                statistic=f"items differ from the baseline's (data hash {entry.data_hash} vs {result.data_hash}, "
+                f"{len(entry.samples)} vs {len(result.samples)} items): not compared",
+            )
+        tolerance = result.tolerance if result.tolerance is not None else (entry.tolerance or 0.0)
+        comparison = stats.compare_sampled(result.samples, entry.samples, direction=direction, tolerance=tolerance)
+    return replace(result, baseline=entry.value, verdict=comparison.verdict, statistic=comparison.statistic)
+
+
+def _inconclusive(result: Result) -> tuple[str, dict[str, Any]] | None:
+    """Why a timing regression cannot be trusted, and the flags to add to its extra: its ratio moved against
+    one reference only (the suite sets ``extra["uncorroborated"]``), or its rounds got too little of their CPU
+    (``extra["cpu_share"]``)."""
+    uncorroborated = result.extra.get("uncorroborated")
+    if uncorroborated:
+        return f"{uncorroborated}: a reference moved, not (only) the kernel: inconclusive", {}
+    share = result.extra.get("cpu_share")
+    if isinstance(share, (int, float)) and share < CONTENDED_CPU_SHARE:
+        reason = (
+            f"the rounds got {share:.0%} of their CPU (other jobs held the rest; under {CONTENDED_CPU_SHARE:.0%} a "
+            "slowdown cannot be told from contention): inconclusive, re-run on a quieter machine"
+        )
+        return reason, {"contended": True}
+    return None
+
+
+def apply_verdict(result: Result, baseline: Baseline | None, machine: str | None = None) -> Result:
+    """Compare with ``baseline`` when there is one (no baseline file at all: every metric is new).
+
+    ``machine`` is this run's :func:`harness.results.environment.timing_machine`: a timing whose baseline was written on
+    other hardware is not compared (verdict new, with both machines named), since the same environment key
+    (``cpu-x86_64``) covers CPUs whose kernel/copy ratios differ."""
+    entry = None if baseline is None else baseline.get(result)
+    if result.kind == "timing" and entry is not None and machine is not None and baseline is not None:
+        from harness.results.environment import timing_machine
+
+        stored = timing_machine(baseline.environment) if baseline.environment else None
+        if stored is not None and stored != machine:
+            return replace(
+                result,
+                baseline=entry.value,
+                verdict="new",
+                statistic=f"baseline timed on {stored}, this run on {machine}: not compared (write a baseline on "
+                "this machine: fourbit baseline update)",
+            )
+    return compare_result(result, entry)
+
+
+def missing_entries(baseline: Baseline, results: Iterable[Result], scope: Iterable[tuple[str, ...]]) -> list[Result]:
+    """Baseline entries inside ``scope`` that this run did not produce.
+
+    ``scope`` holds (suite, implementation) pairs for a full run, or (suite, implementation, case) triples
+    when the run was narrowed (``-k``, ``--deselect``): then only the cases that ran can miss a metric."""
+    produced = {baseline_key(*r.key) for r in results}
+    covered = set(scope)
+    missing = []
+    for key, entry in sorted(baseline.entries.items()):
+        if key in produced:
+            continue
+        if (entry.suite, entry.implementation) not in covered and (
+            entry.suite,
+            entry.implementation,
+            entry.case,
+        ) not in covered:
+            continue
+        missing.append(
+            Result(
+                suite=entry.suite,
+                case=entry.case,
+                implementation=entry.implementation,
+                metric=entry.metric,
+                value=math.nan,
+                unit=entry.unit,
+                kind=entry.kind,  # type: ignore[arg-type]  # validated when loaded
+                direction=entry.direction,  # type: ignore[arg-type]
+                baseline=entry.value,
+                verdict="missing",
+                statistic="in the baseline, not produced by this run",
+            )
+        )
+    return missing
+
+
+def compare_runs(old: Iterable[Result], new: Iterable[Result]) -> list[Result]:
+    """Every metric of ``new`` judged against ``old`` by the rule of its kind, then the implementation verdicts
+    (harness.results.aggregate) that ``new`` carried, formed again from these comparisons, then ``old``'s metrics that
+    ``new`` lacks as missing. Results already marked missing in a file are not metrics and are skipped, and so
+    are the files' own aggregates (verdicts over one run against its baseline, not measurements)."""
+    from harness.results.aggregate import aggregate_timing
+
+    new = list(new)
+    old_entries = {
+        baseline_key(*r.key): entry_from_result(r) for r in old if r.verdict != "missing" and r.kind != "aggregate"
+    }
+    new_results = [r for r in new if r.verdict != "missing" and r.kind != "aggregate"]
+    compared = [compare_result(r, old_entries.get(baseline_key(*r.key))) for r in new_results]
+    declared = sorted({(r.suite, str(r.extra.get("aggregate_of"))) for r in new if r.kind == "aggregate"})
+    aggregates = [a for suite, metric in declared for a in aggregate_timing(compared, suite, metric)]
+    baseline = Baseline("compare", entries=old_entries)
+    scope = {(entry.suite, entry.implementation) for entry in old_entries.values()}
+    return compared + aggregates + missing_entries(baseline, new_results, scope)
