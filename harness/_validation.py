@@ -1,13 +1,15 @@
-"""Checks on user input, raising the harness's own errors instead of asserts or deep tracebacks."""
+"""Every check of an argument a user hands the harness, in one place, raising the harness's own errors (one line:
+what was wrong, what was expected) instead of asserts or deep tracebacks."""
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 
-from harness.api import is_power_of_two
 from harness.errors import InvalidArgument
 
-__all__ = ["check_block_size", "check_weight"]
+__all__ = ["check_block_size", "check_weight", "is_power_of_two"]
 
 SUPPORTED_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -32,8 +34,22 @@ def check_weight(x: object, *, name: str = "x") -> torch.Tensor:
     return x
 
 
-def check_block_size(block_size: object, *, name: str = "block_size") -> int:
-    """Return ``block_size`` if it is a positive power of two; raise InvalidArgument otherwise."""
-    if not is_power_of_two(block_size):
-        raise InvalidArgument(f"{name}={block_size!r}, expected a positive power of two such as 64")
+def is_power_of_two(value: object) -> TypeGuard[int]:
+    """True for positive ints that are a power of two (bools are not ints here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0 and value & (value - 1) == 0
+
+
+def check_block_size(
+    block_size: object, *, name: str = "block_size", minimum: int = 1, maximum: int | None = None
+) -> int:
+    """Return ``block_size`` if it is a power of two from ``minimum`` to ``maximum`` (no upper bound when None);
+    raise InvalidArgument otherwise. Kernels that pack two codes a byte need ``minimum=2``."""
+    if not is_power_of_two(block_size) or block_size < minimum or (maximum is not None and block_size > maximum):
+        if maximum is not None:
+            expected = f"a positive power of two from {minimum} to 2**{maximum.bit_length() - 1}"
+        elif minimum > 1:
+            expected = f"a power of two >= {minimum}"
+        else:
+            expected = "a positive power of two"
+        raise InvalidArgument(f"{name}={block_size!r}, expected {expected} such as 64")
     return block_size

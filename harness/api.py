@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeGuard, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from harness._validation import check_block_size, is_power_of_two
 from harness.errors import InvalidArgument
 
 __all__ = [
@@ -41,15 +42,8 @@ _PACKINGS = (PACKING_HIGH_FIRST, PACKING_LOW_FIRST)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def is_power_of_two(value: object) -> TypeGuard[int]:
-    """True for positive ints that are a power of two (bools are not ints here)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0 and value & (value - 1) == 0
-
-
 def _require_block_size(name: str, value: object) -> int:
-    if not is_power_of_two(value):
-        raise InvalidArgument(f"{name}={value!r}, expected a positive power of two such as 64")
-    return value
+    return check_block_size(value, name=name)
 
 
 @dataclass(frozen=True)

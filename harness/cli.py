@@ -86,7 +86,7 @@ def _list(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from harness.registry import load_registry
-    from harness.report.terminal import render_load_errors
+    from harness.report import render_load_errors
 
     _SHORT_DTYPE = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
     registry = load_registry(args.quantizer)
@@ -153,27 +153,28 @@ def _console() -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.report.terminal import render_run
-    from harness.results.files import load_results
+    """A saved run rendered as at its end, following the suites' declarations stored in the file."""
+    from harness.report import RunSummary, render_run
+    from harness.results.files import load_run
 
-    environment, results = load_results(args.results)
+    run = load_run(args.results)
     console = _console()
-    commit = (environment.get("git") or {}).get("commit", "?")
-    torch_version = (environment.get("libraries") or {}).get("torch", "?")
-    console.print(f"{args.results}: {len(results)} results; torch {torch_version}, commit {commit}", markup=False)
-    console.print(render_run([], results, []))
-    return EXIT_FAILED if any(r.verdict == "regressed" for r in results) else EXIT_OK
+    commit = (run.environment.get("git") or {}).get("commit", "?")
+    torch_version = (run.environment.get("libraries") or {}).get("torch", "?")
+    console.print(f"{args.results}: {len(run.results)} results; torch {torch_version}, commit {commit}", markup=False)
+    console.print(render_run(RunSummary(results=run.results, suites=run.suites)))
+    return EXIT_FAILED if any(r.verdict == "regressed" for r in run.results) else EXIT_OK
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.report.terminal import render_comparison
+    from harness.report import render_comparison
     from harness.results.compare import compare_runs
-    from harness.results.files import load_results
+    from harness.results.files import load_run
 
-    _, old = load_results(args.old)
-    _, new = load_results(args.new)
-    compared = compare_runs(old, new)
-    _console().print(render_comparison(compared, old_label=args.old, new_label=args.new))
+    old = load_run(args.old)
+    new = load_run(args.new)
+    compared = compare_runs(old.results, new.results)
+    _console().print(render_comparison(compared, old_label=args.old, new_label=args.new, suites=new.suites))
     return EXIT_FAILED if any(r.verdict == "regressed" for r in compared) else EXIT_OK
 
 

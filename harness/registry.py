@@ -179,6 +179,23 @@ class Registry:
             return
         self.add_object(obj, source)
 
+    def replace(self, name: str, replacement: object, source: str) -> None:
+        """Put ``replacement`` (a wrapper of the implementation, say) in the place of implementation ``name``.
+        It must meet the contract and keep the name, so that its results and baselines stay those of ``name``;
+        otherwise the implementation is kept and the reason recorded as a load error."""
+        current = self.implementations[name]
+        try:
+            quantizer = check_quantizer(replacement, source)
+        except ContractViolation as exc:
+            self.errors.append(LoadError(source, f"replacement for {name!r}: {exc.message}"))
+            return
+        if quantizer.name != name:
+            self.errors.append(
+                LoadError(source, f"replacement for {name!r} is named {quantizer.name!r}, expected the same name")
+            )
+            return
+        self.implementations[name] = Implementation(quantizer, f"{current.source}, replaced by {source}")
+
     @property
     def names(self) -> list[str]:
         return sorted(self.implementations)

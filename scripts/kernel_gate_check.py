@@ -16,12 +16,11 @@ Protocol (each run is a fresh ``pytest suites/kernels`` process; by default the 
    the unchanged runs, how far each reference's ratios sat from the baseline and how much they moved from run
    to run.
 
-The slowed implementation is registered under its own name (``ref-nf4`` stays ``ref-nf4``, so its baseline
-entries apply): this file is also a pytest plugin (``-p kernel_gate_check``, from ``scripts/`` on PYTHONPATH)
-that, when ``FOURBIT_GATE_SLOWDOWN`` is set, wraps ``harness.registry.load_registry`` and swaps the named
-implementation for a wrapper whose ops (``--slow-op``, default all) busy-wait until the call has taken
-``factor`` times its own CPU time (the clock the suite gates on). A ``--quantizer`` spec cannot do this:
-the built-ins load even with ``--fourbit-no-entry-points``, so a second ``ref-nf4`` is a duplicate-name error.
+The slowed implementation keeps its own name (``ref-nf4`` stays ``ref-nf4``, so its baseline entries apply):
+this file is also a pytest plugin (``-p kernel_gate_check``, from ``scripts/`` on PYTHONPATH) that, when
+``FOURBIT_GATE_SLOWDOWN`` is set, answers the harness's ``pytest_fourbit_replace_quantizer`` hook with a wrapper
+whose ops (``--slow-op``, default all) busy-wait until the call has taken ``factor`` times its own CPU time
+(the clock the suite gates on).
 
     .venv/bin/python scripts/kernel_gate_check.py               # 5 baseline runs, 20 rounds; ref-nf4 slowed 1.2x, 1.5x
     .venv/bin/python scripts/kernel_gate_check.py --runs 3 --baseline-runs 2 --impl 'ref-*'   # a quick check
@@ -98,28 +97,13 @@ class SlowedQuantizer:
         return self._call("matmul", self._inner.matmul, x, q)
 
 
-def pytest_configure(config: Any) -> None:
-    """As a pytest plugin: with FOURBIT_GATE_SLOWDOWN set, the registry's FOURBIT_GATE_SLOW_IMPL is slowed."""
+def pytest_fourbit_replace_quantizer(config: Any, quantizer: Any) -> Any:
+    """As a pytest plugin (``-p kernel_gate_check``): with FOURBIT_GATE_SLOWDOWN set, the implementation named by
+    FOURBIT_GATE_SLOW_IMPL is replaced by a slowed wrapper under its own name (harness.pytest_plugin.selection)."""
     factor = float(os.environ.get(ENV_FACTOR) or 1.0)
-    if factor == 1.0:
-        return
-    name, op = os.environ[ENV_IMPL], os.environ.get(ENV_OP, "all")
-    import harness.registry as plugins
-
-    original = plugins.load_registry
-
-    def load_registry(*args: Any, **kwargs: Any) -> Any:
-        registry = original(*args, **kwargs)
-        implementation = registry.implementations.get(name)
-        if implementation is None:
-            raise RuntimeError(f"{ENV_IMPL}={name!r} is not registered; known: {', '.join(registry.names)}")
-        registry.implementations[name] = plugins.Implementation(
-            SlowedQuantizer(implementation.quantizer, op, factor),
-            f"{implementation.source}, {op} slowed {factor:g}x by kernel_gate_check",
-        )
-        return registry
-
-    plugins.load_registry = load_registry  # the pytest plugin imports it when it builds the registry
+    if factor == 1.0 or quantizer.name != os.environ[ENV_IMPL]:
+        return None
+    return SlowedQuantizer(quantizer, os.environ.get(ENV_OP, "all"), factor)
 
 
 # ---------------------------------------------------------------------------------------------- runs

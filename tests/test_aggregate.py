@@ -163,7 +163,8 @@ def _by_impl(results: list[Result]) -> dict[str, Result]:
 
 
 def test_a_spell_of_every_implementation_is_not_a_regression_of_any() -> None:
-    """The machine's drift moves every implementation's ratio at once (README: +15-20% for a whole family)."""
+    """The machine's drift moves every implementation's ratio at once (+15-20% for a whole family:
+    docs/lab/2026-11-24-kernel-gate-checks.md)."""
     aggregates = _by_impl(_family({"a": 1.18, "b": 1.16, "c": 1.2, "d": 1.17}))
     assert {a.verdict for a in aggregates.values()} == {"ok"}, [a.statistic for a in aggregates.values()]
     a = aggregates["a"]

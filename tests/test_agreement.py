@@ -1,17 +1,18 @@
-"""harness.checks.agreement on constructed pairs whose answer is known by construction, on the quantizer zoo, and the
-agreement matrix rendered into a StringIO console."""
+"""harness.checks.agreement on constructed pairs whose answer is known by construction, on the quantizer zoo; and the
+suite's declaration of its summary (the matrix itself is rendered in tests/test_report.py)."""
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import itertools
 import math
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
 from harness.api import DoubleQuant, QuantizedTensor, Quantizer
 from harness.checks.agreement import (
@@ -20,14 +21,13 @@ from harness.checks.agreement import (
     compare_pair,
     level_grid,
     matmul_tolerance,
-    render_agreement_matrix,
     ulp,
 )
 from harness.checks.inputs import InputRecipe
 from harness.checks.properties import NotApplicable, double_quant_bound
 from harness.formats.packing import pack_nibbles
 from harness.quantizers.reference import ReferenceQuantizer
-from harness.results.records import Result
+from harness.results.records import SuiteSummary
 from tests import zoo
 
 BLOCK = 64
@@ -371,59 +371,25 @@ def test_matmul_tolerance_rejects_bfloat16_accumulation() -> None:
     assert bool(((running[None, :].double() - expected.double()).abs() > tolerance).any())
 
 
-# ---------------------------------------------------------------------------------------------- rendering
+# ---------------------------------------------------------------------------------------------- the suite's summary
+
+SUITE_FILE = Path(__file__).resolve().parents[1] / "suites" / "agreement" / "test_agreement.py"
 
 
-def _results() -> list[Result]:
-    def rates(pair: str, case: str, level: float, code: float, fmt: str) -> list[Result]:
-        extra = {"format": fmt}
-        return [
-            Result("agreement", case, pair, "level_agreement", level, direction="higher", extra=extra),
-            Result("agreement", case, pair, "code_agreement", code, direction="higher", extra=extra),
-            Result("agreement", case, pair, "max_abs_diff", 0.5, extra=extra),  # not shown
-        ]
-
-    return [
-        *rates("ref-nf4~bnb-nf4", "big", 1 - 3 / 16777216, 1 - 3 / 16777216, "nf4"),
-        *rates("ref-nf4~bnb-nf4", "small", 1.0, 1.0, "nf4"),
-        *rates("ref-nf4~torchao-nf4", "big", 1 - 2684 / 16777216, 1 - 2684 / 16777216, "nf4"),
-        *rates("ref-fp4~bnb-fp4", "big", 1 - 1 / 16777216, 1 - 90335 / 16777216, "fp4"),
-    ]
-
-
-EXPECTED = """\
-               fourbit: nf4 agreement
-┏━━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━┓
-┃             ┃   ref-nf4 ┃   bnb-nf4 ┃ torchao-nf4 ┃
-┡━━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━┩
-│ ref-nf4     │         - │ 99.99998% │   99.98400% │
-│             │           │ 99.99998% │   99.98400% │
-│ bnb-nf4     │ 99.99998% │         - │         n/a │
-│             │ 99.99998% │           │             │
-│ torchao-nf4 │ 99.98400% │       n/a │           - │
-│             │ 99.98400% │           │             │
-└─────────────┴───────────┴───────────┴─────────────┘
-   cell: level / code agreement, lowest of 2 cases
-          fourbit: fp4 agreement
-┏━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━┓
-┃            ┃     ref-fp4 ┃     bnb-fp4 ┃
-┡━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━┩
-│ ref-fp4    │           - │   99.99999% │
-│            │             │   99.46156% │
-│ bnb-fp4    │   99.99999% │           - │
-│            │   99.46156% │             │
-└────────────┴─────────────┴─────────────┘
-  cell: level / code agreement, case big
-"""
-
-
-def test_agreement_matrix_renders_one_table_per_format() -> None:
-    console = Console(file=io.StringIO(), width=100)
-    for table in render_agreement_matrix(_results()):
-        console.print(table)
-    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
-    assert lines == EXPECTED.splitlines()  # rich pads titles with spaces: compared without them
-
-
-def test_agreement_matrix_of_no_pairs_is_empty() -> None:
-    assert render_agreement_matrix([Result("properties", "c", "ref-nf4", "mse", 0.1)]) == []
+def test_the_suite_declares_its_headline_and_pair_matrix() -> None:
+    """The summary knows no suite by name: the agreement suite itself asks for its pair matrix and headline."""
+    spec = importlib.util.spec_from_file_location("fourbit_agreement_suite", SUITE_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    marks = module.pytestmark if isinstance(module.pytestmark, list) else [module.pytestmark]
+    (mark,) = [m for m in marks if m.name == "fourbit_summary"]
+    assert not mark.args
+    assert SuiteSummary(**mark.kwargs) == SuiteSummary(
+        headline=("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff"),
+        pair_matrix=("level_agreement", "code_agreement"),
+    )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from harness.cli import find_suites_dir, main
+from harness.report import RunSummary, render_run
 from harness.results.baselines import load_baseline
 from harness.results.environment import environment_key
 from harness.results.files import load_results, save_results
-from harness.results.records import Result
+from harness.results.records import Result, SuiteSummary
 
 CaptureStr = pytest.CaptureFixture[str]
 
@@ -101,6 +104,40 @@ def test_report_renders_a_saved_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "REGRESSIONS" not in out
 
 
+AGREEMENT = SuiteSummary(
+    headline=("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff"),
+    pair_matrix=("level_agreement", "code_agreement"),
+)
+
+
+def _agreement_run() -> list[Result]:
+    pair, extra = "ref-nf4~bnb-nf4", {"format": "nf4"}
+    return [
+        Result("agreement", "gauss-333x77", pair, "level_agreement", 0.75, direction="higher", extra=extra),
+        Result("agreement", "gauss-333x77", pair, "code_agreement", 0.5, direction="higher", extra=extra),
+        Result("agreement", "gauss-333x77", pair, "max_abs_diff", 0.5, extra=extra),
+        Result("agreement", "gauss-333x77", pair, "codebook_max_diff", 1e-4, extra=extra),  # kept, not shown
+    ]
+
+
+def test_report_renders_a_saved_run_as_its_suites_declared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: CaptureStr
+) -> None:
+    """The declarations travel in the file: the pair matrix and only the headline metrics, as at the run's end."""
+    monkeypatch.setenv("COLUMNS", "100")  # the report is printed 120 wide
+    path = save_results(tmp_path / "results.json", _agreement_run(), ENVIRONMENT, {"agreement": AGREEMENT})
+    assert main(["report", str(path)]) == 0
+    first, *rest = capsys.readouterr().out.splitlines(keepends=True)
+    console = Console(file=io.StringIO(), width=120)
+    console.print(render_run(RunSummary(results=_agreement_run(), suites={"agreement": AGREEMENT})))
+    assert "".join(rest) == console.file.getvalue()  # type: ignore[attr-defined]
+    text = "".join(rest)
+    assert "fourbit: nf4 agreement" in text and "cell: level / code agreement, case gauss-333x77" in text
+    assert "75.00000%" in text and "50.00000%" in text
+    assert "max_abs_diff" in text and "codebook_max_diff" not in text
+    assert first.startswith(f"{path}: 4 results;")
+
+
 def test_report_exits_1_when_a_result_regressed(tmp_path: Path, capsys: CaptureStr) -> None:
     path = save_results(tmp_path / "results.json", _results("regressed", 1.5), ENVIRONMENT)
     assert main(["report", str(path)]) == 1
@@ -114,8 +151,9 @@ def test_report_exits_1_when_a_result_regressed(tmp_path: Path, capsys: CaptureS
         ('{"schema_version": 1, "results": [', "not valid JSON (line 1, column "),
         ('{"schema_version": 0, "environment": {}, "results": []}', "schema_version=0"),
         ('{"schema_version": 1, "results": [{"suite": "s"}]}', "results[0] is malformed"),
+        ('{"schema_version": 2, "results": [], "suites": {"agreement": 1}}', "suites['agreement'] is malformed"),
     ],
-    ids=["corrupt", "old", "malformed"],
+    ids=["corrupt", "old", "malformed", "malformed-suites"],
 )
 def test_report_of_a_bad_file_is_one_error_line(tmp_path: Path, capsys: CaptureStr, text: str, problem: str) -> None:
     path = tmp_path / "bad.json"

@@ -1,16 +1,13 @@
-"""The kernels suite (suites/kernels/test_kernels.py): its byte accounting, its cases, how it records a timing
+"""The kernels suite (suites/kernels, harness.timing.kernel_cases): its byte accounting, its cases, how it records
 (samples = per-round ratios; one re-time of an ambiguous regression), and, through pytester with toy quantizers,
 that an unsupported case skips with the reason and a crashing kernel fails only its own case."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,24 +16,13 @@ import torch
 from harness import DoubleQuant, ReferenceQuantizer
 from harness.results.files import load_results
 from harness.results.records import Result
+from harness.timing import kernel_cases
 from harness.timing.clock import TimingRun
 
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_FILE = REPO / "suites" / "kernels" / "test_kernels.py"
-
-
-def _load_suite() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fourbit_kernels_suite", SUITE_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-suite = _load_suite()
 
 
 def _run(kernel: tuple[float, ...], reference: tuple[float, ...]) -> TimingRun:
@@ -53,14 +39,14 @@ def test_bytes_moved_from_storage_and_shapes(dtype: torch.dtype) -> None:
     q = ReferenceQuantizer("nf4").quantize(torch.randn(rows, cols, dtype=dtype))
     storage = numel // 2 + (numel // 64) * 4  # packed nibbles + one float32 absmax per block of 64
     assert q.nbytes == storage
-    case = suite.KernelCase("quantize", (rows, cols), dtype, "cpu")
-    assert suite.bytes_moved(case, q) == numel * element + storage  # reads the input, writes the storage
-    case = suite.KernelCase("dequantize", (rows, cols), dtype, "cpu")
-    assert suite.bytes_moved(case, q) == storage + numel * element  # reads the storage, writes the weight
+    case = kernel_cases.KernelCase("quantize", (rows, cols), dtype, "cpu")
+    assert kernel_cases.bytes_moved(case, q) == numel * element + storage  # reads the input, writes the storage
+    case = kernel_cases.KernelCase("dequantize", (rows, cols), dtype, "cpu")
+    assert kernel_cases.bytes_moved(case, q) == storage + numel * element  # reads the storage, writes the weight
     for batch in (1, 16):
-        case = suite.KernelCase("matmul", (rows, cols), dtype, "cpu", batch)
+        case = kernel_cases.KernelCase("matmul", (rows, cols), dtype, "cpu", batch)
         x_bytes, y_bytes = batch * cols * element, batch * rows * element
-        assert suite.bytes_moved(case, q) == storage + x_bytes + y_bytes
+        assert kernel_cases.bytes_moved(case, q) == storage + x_bytes + y_bytes
 
 
 def test_bytes_moved_counts_every_storage_tensor_under_double_quantization() -> None:
@@ -69,45 +55,45 @@ def test_bytes_moved_counts_every_storage_tensor_under_double_quantization() -> 
     numel, blocks = 256 * 1024, 256 * 1024 // 64
     nested = sum(t.numel() * t.element_size() for name, t in q.storage.items() if name != "packed")
     assert nested == blocks + (blocks // 256) * 4 + 4  # 8-bit codes, float32 outer scale per 256, float32 mean
-    case = suite.KernelCase("dequantize", (256, 1024), torch.float32, "cpu")
-    assert suite.bytes_moved(case, q) == numel // 2 + nested + numel * 4
+    case = kernel_cases.KernelCase("dequantize", (256, 1024), torch.float32, "cpu")
+    assert kernel_cases.bytes_moved(case, q) == numel // 2 + nested + numel * 4
 
 
 def test_output_bytes_and_page_fault_flag() -> None:
     q = ReferenceQuantizer("nf4").quantize(torch.randn(64, 64))
-    big = suite.KernelCase("dequantize", (4096, 4096), torch.float32, "cpu")
-    small = suite.KernelCase("dequantize", (256, 1024), torch.float32, "cpu")
-    gemv = suite.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 1)
-    assert suite.output_bytes(big, q) == 64 * 2**20
-    assert suite.output_bytes(gemv, q) == 4096 * 4
-    assert suite._case_extra(big, q)["page_fault_bound"] is True  # 64 MiB of fresh pages per call
-    assert suite._case_extra(big, q, "reused")["page_fault_bound"] is False  # keep_freed_memory took effect
-    assert suite._case_extra(small, q)["page_fault_bound"] is False
-    assert suite._case_extra(big, q)["allocates_output"] is True
+    big = kernel_cases.KernelCase("dequantize", (4096, 4096), torch.float32, "cpu")
+    small = kernel_cases.KernelCase("dequantize", (256, 1024), torch.float32, "cpu")
+    gemv = kernel_cases.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 1)
+    assert kernel_cases.output_bytes(big, q) == 64 * 2**20
+    assert kernel_cases.output_bytes(gemv, q) == 4096 * 4
+    assert kernel_cases.case_extra(big, q)["page_fault_bound"] is True  # 64 MiB of fresh pages per call
+    assert kernel_cases.case_extra(big, q, "reused")["page_fault_bound"] is False  # keep_freed_memory took effect
+    assert kernel_cases.case_extra(small, q)["page_fault_bound"] is False
+    assert kernel_cases.case_extra(big, q)["allocates_output"] is True
 
 
 # ---------------------------------------------------------------------------------------------- cases
 
 
 def test_default_and_full_cases() -> None:
-    default = suite.kernel_cases("matmul", full=False)
+    default = kernel_cases.kernel_cases("matmul", full=False)
     assert {c.shape for c in default} == {(4096, 4096), (256, 1024)}
     assert {c.dtype for c in default} == {torch.float32}
     assert {c.batch for c in default} == {1, 16}
     assert {c.device for c in default} == {"cpu", "cuda"}
-    full = suite.kernel_cases("dequantize", full=True)
+    full = kernel_cases.kernel_cases("dequantize", full=True)
     assert {c.shape for c in full} == {(4096, 4096), (256, 1024), (4096, 11008), (11008, 4096)}
     assert {c.dtype for c in full} == {torch.float32, torch.bfloat16}
-    assert {c.shape for c in suite.kernel_cases("quantize", full=False)} == {(1024, 4096), (256, 1024)}
-    assert {(4096, 4096), (1024, 4096)} <= {c.shape for c in suite.kernel_cases("quantize", full=True)}
-    labels = [c.label for op in suite.OPS for c in suite.kernel_cases(op, full=True)]
+    assert {c.shape for c in kernel_cases.kernel_cases("quantize", full=False)} == {(1024, 4096), (256, 1024)}
+    assert {(4096, 4096), (1024, 4096)} <= {c.shape for c in kernel_cases.kernel_cases("quantize", full=True)}
+    labels = [c.label for op in kernel_cases.OPS for c in kernel_cases.kernel_cases(op, full=True)]
     assert len(labels) == len(set(labels))
-    case = suite.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 16)
+    case = kernel_cases.KernelCase("matmul", (4096, 4096), torch.float32, "cpu", 16)
     assert case.label == "matmul-b16-4096x4096-float32-cpu"
 
 
 def test_rounds_fit_the_case_budget() -> None:
-    budget = suite.TimingBudget(case_seconds=0.5, min_rounds_floor=5)
+    budget = kernel_cases.TimingBudget(case_seconds=0.5, min_rounds_floor=5)
     assert budget.min_rounds(0.001) == 10  # cheap: the timing module's usual minimum
     assert budget.min_rounds(0.07) == 7  # what half a second affords
     assert budget.min_rounds(2.0) == 5  # never fewer than the floor, however slow
@@ -118,11 +104,11 @@ def test_rounds_fit_the_case_budget() -> None:
 
 def test_timing_fields_are_the_per_round_ratios() -> None:
     run = _run((2.0, 4.0, 3.0, 8.0, 5.0, 6.0, 9.0), (1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 3.0))
-    fields = suite.timing_fields(run)
+    fields = kernel_cases.timing_fields(run)
     assert fields["samples"] == (2.0, 2.0, 3.0, 4.0, 5.0, 3.0, 3.0)
     assert fields["value"] == statistics.median(fields["samples"]) == 3.0
     assert fields["ci_low"] <= fields["value"] <= fields["ci_high"]
-    few = suite.timing_fields(_run((2.0, 3.0), (1.0, 1.0)))  # too few rounds for a 95% CI: none stored
+    few = kernel_cases.timing_fields(_run((2.0, 3.0), (1.0, 1.0)))  # too few rounds for a 95% CI: none stored
     assert few["ci_low"] is None and few["ci_high"] is None
 
 
@@ -137,7 +123,18 @@ class FakeRecorder:
     def preview(self, metric: str, value: float, **fields: Any) -> Result:
         self.previews.append({"metric": metric, "value": value, **fields})
         extra = {"ambiguous": True} if self.ambiguous else {}
-        return Result("kernels", fields["case"], "toy", metric, value, verdict=self.verdict, extra=extra)
+        kind, direction = fields["kind"], fields["direction"]  # as the real fixture builds its Result
+        return Result(
+            "kernels",
+            fields["case"],
+            "toy",
+            metric,
+            value,
+            kind=kind,
+            direction=direction,
+            verdict=self.verdict,
+            extra=extra,
+        )
 
     def __call__(self, metric: str, value: float, **fields: Any) -> None:
         self.recorded.append({"metric": metric, "value": value, **fields})
@@ -160,7 +157,7 @@ def test_a_regression_is_retimed_once(verdict: str | None, ambiguous: bool, reti
     runs = iter([measured(3.0), measured(2.0), measured(9.0)])
     recorder = FakeRecorder(verdict, ambiguous)
     extras = {"copy": {"op": "dequantize", "reference": "c"}, "dense": {"op": "dequantize", "reference": "d"}}
-    suite.record_timings(recorder, "case-1", lambda: next(runs), extras)
+    kernel_cases.record_timings(recorder, "case-1", lambda: next(runs), extras)
     first = [(p["metric"], p["value"]) for p in recorder.previews[:2]]
     assert first == [("kernel_over_copy", 3.0), ("over_dense", 6.0)]
     assert len(recorder.previews) == (4 if retimed else 2)  # a re-time is previewed again
@@ -309,7 +306,18 @@ class OneReferenceRecorder(FakeRecorder):
     def preview(self, metric: str, value: float, **fields: Any) -> Result:
         self.previews.append({"metric": metric, "value": value, **fields})
         verdict = "regressed" if metric == "kernel_over_copy" else "ok"
-        return Result("kernels", fields["case"], "toy", metric, value, baseline=value / 1.3, verdict=verdict)
+        kind, direction = fields["kind"], fields["direction"]
+        return Result(
+            "kernels",
+            fields["case"],
+            "toy",
+            metric,
+            value,
+            kind=kind,
+            direction=direction,
+            baseline=value / 1.3,
+            verdict=verdict,
+        )
 
 
 def test_a_regression_against_one_reference_only_is_retimed_and_uncorroborated() -> None:
@@ -319,7 +327,7 @@ def test_a_regression_against_one_reference_only_is_retimed_and_uncorroborated()
     runs = iter([measured(3.0), measured(2.0)])
     recorder = OneReferenceRecorder(None, False)
     extras = {"copy": {"op": "dequantize"}, "dense": {"op": "dequantize"}}
-    suite.record_timings(recorder, "case-1", lambda: next(runs), extras)
+    kernel_cases.record_timings(recorder, "case-1", lambda: next(runs), extras)
     assert len(recorder.previews) == 4  # both references previewed, then again after the re-time
     by_metric = {stored["metric"]: stored for stored in recorder.recorded}
     copy, dense = by_metric["kernel_over_copy"], by_metric["over_dense"]

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from harness.report.terminal import Outcome, regression_message, render_markdown
+from harness.report.markdown import render_markdown
+from harness.report.model import Outcome, RunSummary
+from harness.report.terminal import regression_message
 from harness.results.baselines import BaselineEntry, load_baseline, save_baseline
 from harness.results.compare import compare_result
 from harness.results.environment import environment_key
@@ -297,7 +299,7 @@ def test_json_and_markdown_files(with_baseline: Project, monkeypatch: pytest.Mon
     ]
     outcomes = [Outcome(IMPL, "a", "passed", SUITE), Outcome(IMPL, "b", "passed", SUITE)]
     markdown = md_path.read_text(encoding="utf-8")
-    assert markdown == render_markdown(results, outcomes)
+    assert markdown == render_markdown(RunSummary(outcomes, results))
     assert step_summary.read_text(encoding="utf-8") == "earlier step\n" + markdown  # appended, not replaced
 
 

@@ -441,6 +441,84 @@ def test_hook_provides_quantizers(runner: Runner, where: str) -> None:
     result.assert_outcomes(passed=2)
 
 
+def test_replace_hook_wraps_a_named_implementation_under_its_name(runner: Runner) -> None:
+    """pytest_fourbit_replace_quantizer puts a wrapper in the place of one implementation (what the gate check's
+    slowdown does): the tests run the wrapper, under the implementation's own name and ids."""
+    runner.write(
+        "conftest.py",
+        """
+        CALLS = []
+
+
+        class Counting:
+            def __init__(self, inner):
+                self._inner, self.name, self.spec = inner, inner.name, inner.spec
+                self.capabilities = inner.capabilities
+
+            def quantize(self, x):
+                CALLS.append(self.name)
+                return self._inner.quantize(x)
+
+            def dequantize(self, q):
+                return self._inner.dequantize(q)
+
+
+        def pytest_fourbit_replace_quantizer(config, quantizer):
+            return Counting(quantizer) if quantizer.name == "ref-int4" else None
+
+
+        def pytest_sessionfinish(session):
+            print(f"wrapped calls: {len(CALLS)}")
+        """,
+    )
+    result = runner.run("test_local.py", "--fourbit-no-entry-points", "--impl", "ref-int4", "--impl", "ref-nf4", "-s")
+    assert result.ret == pytest.ExitCode.OK, _output(result)
+    result.assert_outcomes(passed=2)
+    assert "wrapped calls: 1" in result.stdout.str()  # ref-int4's test went through the wrapper, ref-nf4's did not
+
+
+def test_a_replacement_under_another_name_is_a_load_error_and_the_original_stays() -> None:
+    registry = load_registry((), [("test", _Toy("toy"))], use_entry_points=False)
+    original = registry.implementations["toy"].quantizer
+    registry.replace("toy", _Toy("other"), "the hook")
+    assert registry.implementations["toy"].quantizer is original
+    assert [(e.source, e.error) for e in registry.errors] == [
+        ("the hook", "replacement for 'toy' is named 'other', expected the same name")
+    ]
+    registry.replace("toy", object(), "the hook")
+    assert registry.implementations["toy"].quantizer is original and "replacement for 'toy'" in registry.errors[1].error
+    wrapper = _Toy("toy")
+    registry.replace("toy", wrapper, "the hook")
+    assert registry.implementations["toy"].quantizer is wrapper
+    assert registry.implementations["toy"].source.endswith("replaced by the hook")
+
+
+def test_every_plugin_option_says_whether_a_fresh_process_rerun_repeats_it(pytestconfig: pytest.Config) -> None:
+    """Options are declared through harness.pytest_plugin._options.add_option (which records whether a re-run
+    passes them on), so no table of them is kept by hand: every option of the fourbit groups is declared there,
+    and the re-run's arguments are derived from the declarations."""
+    from harness.pytest_plugin._options import declared_options, repeated_arguments
+
+    declared = {option.flag for option in declared_options().values()}
+    groups = [group for group in pytestconfig._parser._groups if group.name.startswith("fourbit")]
+    flags = {name for group in groups for option in group.options for name in option.names()}
+    assert flags and flags <= declared
+    repeated = {o.flag for o in declared_options().values() if o.repeat_in_reruns}
+    assert {"--impl", "--quantizer", "--fourbit-kernel-threads", "--model", "--coqa-data", "--coqa-impl"} <= repeated
+    assert not {"--fourbit-json", "--baseline-dir", "--fourbit-timing-reruns", "--update-baselines"} & repeated
+
+    values = {"impl": ["a", "b*"], "model": "/m", "coqa_last_turn": True, "fourbit_kernel_threads": 1}
+
+    class Config:
+        def getoption(self, dest: str) -> object:
+            return values.get(dest)
+
+    arguments = repeated_arguments(Config())  # type: ignore[arg-type]
+    assert arguments[arguments.index("--impl") : arguments.index("--impl") + 4] == ["--impl", "a", "--impl", "b*"]
+    assert arguments[arguments.index("--model") : arguments.index("--model") + 2] == ["--model", "/m"]
+    assert "--coqa-last-turn" in arguments and "--coqa-data" not in arguments  # unset: not repeated
+
+
 def test_hook_in_a_nested_conftest_is_used_or_reported(runner: Runner) -> None:
     runner.write(
         "pkg/sub/conftest.py",

@@ -1,5 +1,5 @@
-"""The end-of-run summary, regressions, comparisons and the Markdown step summary, rendered into a StringIO
-console (or a string) and compared as whole text."""
+"""The end-of-run summary, regressions, comparisons, pair matrices and the Markdown step summary, rendered into a
+StringIO console (or a string) and compared as whole text."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ import math
 
 from rich.console import Console, RenderableType
 
+from harness.report import RunSummary, render_markdown, render_pair_matrix
+from harness.report.model import Outcome, verdict_matrix
 from harness.report.terminal import (
-    Outcome,
     regression_message,
     render_comparison,
-    render_markdown,
     render_metrics,
     render_regressions,
     render_run,
-    verdict_matrix,
 )
-from harness.results.records import Result
+from harness.results.records import Result, SuiteSummary
 
 OUTCOMES = [
     Outcome("ref-nf4", "exact_zero", "passed", "properties"),
@@ -77,6 +76,11 @@ MISSING = Result(
     statistic="in the baseline, not produced by this run",
 )
 MIXED = [OK, IMPROVED, REGRESSED, NEW, MISSING]
+# What suites/agreement/test_agreement.py declares (tests/test_agreement.py checks that it does).
+AGREEMENT = SuiteSummary(
+    headline=("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff"),
+    pair_matrix=("level_agreement", "code_agreement"),
+)
 
 
 EXPECTED = """\
@@ -222,23 +226,23 @@ Baseline: 1 ok, 1 improved, 1 regressed, 1 new, 1 missing
 """
 
 
-def _text(renderable: RenderableType) -> str:
-    console = Console(file=io.StringIO(), width=100)
+def _text(renderable: RenderableType, width: int = 100) -> str:
+    console = Console(file=io.StringIO(), width=width)
     console.print(renderable)
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_run_summary_renders_errors_verdicts_and_metrics() -> None:
     errors = [("--quantizer bad:mod", "import 'bad' failed: ModuleNotFoundError: No module named 'bad'")]
-    assert _text(render_run(OUTCOMES, RESULTS, errors)) == EXPECTED
+    assert _text(render_run(RunSummary(OUTCOMES, RESULTS, errors))) == EXPECTED
 
 
 def test_run_summary_puts_regressions_first_groups_by_suite_and_counts_verdicts() -> None:
-    assert _text(render_run(MIXED_OUTCOMES, MIXED, [])) == EXPECTED_MIXED
+    assert _text(render_run(RunSummary(MIXED_OUTCOMES, MIXED, suites={"agreement": AGREEMENT}))) == EXPECTED_MIXED
 
 
 def test_run_summary_of_a_compared_run_without_regressions_has_no_regressions_table() -> None:
-    text = _text(render_run([], [OK, IMPROVED], []))
+    text = _text(render_run(RunSummary(results=[OK, IMPROVED])))
     assert "REGRESSIONS" not in text
     assert text.splitlines()[0].strip() == "fourbit properties: metrics"
     assert text.splitlines()[-1] == "baseline: 1 ok, 1 improved"
@@ -262,7 +266,7 @@ def test_comparison_of_nothing_says_so() -> None:
 
 
 def test_markdown_summary() -> None:
-    assert render_markdown(MIXED, MIXED_OUTCOMES) == EXPECTED_MARKDOWN
+    assert render_markdown(RunSummary(MIXED_OUTCOMES, MIXED, suites={"agreement": AGREEMENT})) == EXPECTED_MARKDOWN
 
 
 def test_markdown_escapes_table_cells() -> None:
@@ -277,12 +281,14 @@ def test_markdown_escapes_table_cells() -> None:
         verdict="regressed",
         statistic="worse | by a lot\nsecond line",
     )
-    row = next(line for line in render_markdown([tricky]).splitlines() if line.startswith("| agreement |"))
+    row = next(
+        line for line in render_markdown(RunSummary(results=[tricky])).splitlines() if line.startswith("| agreement |")
+    )
     assert row == "| agreement | a~b | gauss-4096 | code_agreement | 0.75 | 0.5 | worse \\| by a lot second line |"
 
 
 def test_markdown_of_an_empty_run() -> None:
-    assert render_markdown([]) == "## fourbit summary\n\n"
+    assert render_markdown(RunSummary()) == "## fourbit summary\n\n"
 
 
 def test_regression_message_names_metric_baseline_value_and_statistic() -> None:
@@ -337,13 +343,13 @@ def test_a_known_bug_in_one_case_is_not_hidden_by_passing_cases() -> None:
 
 
 def test_empty_run_renders_nothing() -> None:
-    assert _text(render_run([], [], [])).strip() == ""
+    assert _text(render_run(RunSummary())).strip() == ""
 
 
 def test_outcomes_without_a_suite_keep_the_generic_titles() -> None:
     outcomes = [Outcome(f"implementation-{i}", "p", "passed") for i in range(3)]  # wide enough not to wrap titles
     results = [Result("", "c", f"implementation-{i}", "metric-with-a-long-name", 1.0) for i in range(3)]
-    lines = _text(render_run(outcomes, results, [])).splitlines()
+    lines = _text(render_run(RunSummary(outcomes, results))).splitlines()
     assert [line.strip() for line in lines if "fourbit" in line] == [
         "fourbit: property verdicts",
         "fourbit: recorded metrics",
@@ -352,13 +358,15 @@ def test_outcomes_without_a_suite_keep_the_generic_titles() -> None:
 
 def test_many_implementations_become_rows() -> None:
     outcomes = [Outcome(f"impl-{i}", prop, "passed") for i in range(9) for prop in ("exact_zero", "packing")]
-    lines = _text(render_run(outcomes, [], [])).splitlines()
+    lines = _text(render_run(RunSummary(outcomes))).splitlines()
     assert "implementation" in lines[2] and "exact zero" in lines[2] and "packing" in lines[2]
     assert sum(line.startswith("│ impl-") for line in lines) == 9
 
 
 def test_load_errors_are_not_read_as_markup() -> None:
-    text = _text(render_run([], [], [("entry point bnb", "not installed: pip install 'fourbit-harness[bnb]'")]))
+    text = _text(
+        render_run(RunSummary(load_errors=[("entry point bnb", "not installed: pip install 'fourbit-harness[bnb]'")]))
+    )
     assert "fourbit-harness[bnb]" in text
 
 
@@ -371,7 +379,7 @@ def test_implementation_verdicts_get_their_own_table_after_the_metrics() -> None
         for i, f in enumerate(factors)
     ]
     aggregates = aggregate_timing(cases, "kernels", "over_dense")
-    text = _text(render_run([], cases[:1] + aggregates, []))
+    text = _text(render_run(RunSummary(results=cases[:1] + aggregates)))
     regressions, rest = text.split("fourbit kernels: metrics")
     metrics_table, verdicts_table = rest.split("fourbit: implementation verdicts")
     assert "all cases" in regressions  # a regressed implementation is listed with the regressions first
@@ -381,8 +389,118 @@ def test_implementation_verdicts_get_their_own_table_after_the_metrics() -> None
     assert "slow" in lines[0] and "+20.0%" in lines[0] and "regressed" in lines[0]
     assert "same" in lines[1] and "+0.0%" in lines[1] and "ok" in lines[1]
     assert text.splitlines()[-1] == "baseline: 2 ok, 1 regressed"
-    markdown = render_markdown(cases[:1] + aggregates)
+    markdown = render_markdown(RunSummary(results=cases[:1] + aggregates))
     suite_section, verdicts_section = markdown.split("### Implementation verdicts (median change over all cases)")
     assert "all cases" not in suite_section.split("### kernels")[1]
     assert "| kernels | slow | over_dense_median | +20.0% | regressed |" in verdicts_section
     assert "| kernels | same | over_dense_median | +0.0% | ok |" in verdicts_section
+
+
+# ---------------------------------------------------------------------------------------------- pair matrices
+
+
+def _pair_results() -> list[Result]:
+    def rates(pair: str, case: str, level: float, code: float, fmt: str) -> list[Result]:
+        extra = {"format": fmt}
+        return [
+            Result("agreement", case, pair, "level_agreement", level, direction="higher", extra=extra),
+            Result("agreement", case, pair, "code_agreement", code, direction="higher", extra=extra),
+            Result("agreement", case, pair, "max_abs_diff", 0.5, extra=extra),  # not shown
+        ]
+
+    return [
+        *rates("ref-nf4~bnb-nf4", "big", 1 - 3 / 16777216, 1 - 3 / 16777216, "nf4"),
+        *rates("ref-nf4~bnb-nf4", "small", 1.0, 1.0, "nf4"),
+        *rates("ref-nf4~torchao-nf4", "big", 1 - 2684 / 16777216, 1 - 2684 / 16777216, "nf4"),
+        *rates("ref-fp4~bnb-fp4", "big", 1 - 1 / 16777216, 1 - 90335 / 16777216, "fp4"),
+    ]
+
+
+EXPECTED_MATRIX = """\
+               fourbit: nf4 agreement
+┏━━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━┓
+┃             ┃   ref-nf4 ┃   bnb-nf4 ┃ torchao-nf4 ┃
+┡━━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━┩
+│ ref-nf4     │         - │ 99.99998% │   99.98400% │
+│             │           │ 99.99998% │   99.98400% │
+│ bnb-nf4     │ 99.99998% │         - │         n/a │
+│             │ 99.99998% │           │             │
+│ torchao-nf4 │ 99.98400% │       n/a │           - │
+│             │ 99.98400% │           │             │
+└─────────────┴───────────┴───────────┴─────────────┘
+   cell: level / code agreement, lowest of 2 cases
+          fourbit: fp4 agreement
+┏━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━┓
+┃            ┃     ref-fp4 ┃     bnb-fp4 ┃
+┡━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━┩
+│ ref-fp4    │           - │   99.99999% │
+│            │             │   99.46156% │
+│ bnb-fp4    │   99.99999% │           - │
+│            │   99.46156% │             │
+└────────────┴─────────────┴─────────────┘
+  cell: level / code agreement, case big
+"""
+
+
+def test_agreement_matrix_renders_one_table_per_format() -> None:
+    console = Console(file=io.StringIO(), width=100)
+    for table in render_pair_matrix(_pair_results(), AGREEMENT.pair_matrix):
+        console.print(table)
+    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert lines == EXPECTED_MATRIX.splitlines()  # rich pads titles with spaces: compared without them
+
+
+def test_agreement_matrix_of_no_pairs_is_empty() -> None:
+    assert render_pair_matrix([Result("properties", "c", "ref-nf4", "mse", 0.1)], AGREEMENT.pair_matrix) == []
+
+
+def test_a_pair_matrix_of_any_metric_shows_its_worst_value() -> None:
+    """Nothing in the matrix is particular to agreement: a lower-is-better metric shows its highest value."""
+    results = [
+        Result("other", case, "a~b", "max_abs_diff", value, extra={"format": "nf4"})
+        for case, value in (("one", 0.25), ("two", 0.5))
+    ]
+    (table,) = render_pair_matrix(results, ["max_abs_diff"], title="t")
+    lines = [line.rstrip() for line in _text(table).splitlines()]
+    assert lines[0].strip() == "t: nf4 max abs diff"
+    assert lines[-1].strip() == "cell: max abs diff, highest of 2 cases"
+    assert [line.split() for line in lines if line.startswith("│")] == [
+        ["│", "a", "│", "-", "│", "0.5", "│"],
+        ["│", "b", "│", "0.5", "│", "-", "│"],
+    ]
+
+
+def test_a_suite_declaring_a_headline_shows_those_metrics_and_any_that_moved() -> None:
+    moved = Result("agreement", "big", "ref-nf4~bnb-nf4", "scale_max_rel_diff", 0.1, baseline=0.0, verdict="regressed")
+    results = [*_pair_results(), moved]
+    declared = _text(render_run(RunSummary(results=results, suites={"agreement": AGREEMENT})), width=160)
+    assert "fourbit: nf4 agreement" in declared and "fourbit: fp4 agreement" in declared
+    header = next(line for line in declared.splitlines() if line.startswith("┃ implementation"))
+    assert [cell.strip() for cell in header.strip("┃").split("┃")] == [
+        "implementation",
+        "case",
+        "level_agreement",
+        "code_agreement",
+        "max_abs_diff",
+        "scale_max_rel_diff",  # not a headline metric, but it regressed
+    ]
+    # Undeclared, the same results are just results: no matrix, every metric.
+    undeclared = _text(render_run(RunSummary(results=[*results, *_other_metrics()])), width=200)
+    assert "nf4 agreement" not in undeclared and "level / code" not in undeclared
+    assert "fourbit agreement: metrics" in undeclared and "packed_agreement" in undeclared
+    # Declared, a metric outside the headline that did not move is left out of the terminal, kept in Markdown.
+    everything = RunSummary(results=[*results, *_other_metrics()], suites={"agreement": AGREEMENT})
+    assert "packed_agreement" not in _text(render_run(everything), width=200)
+    assert "| ref-nf4~bnb-nf4 | big | packed_agreement | 1 |  | - | ok |" in render_markdown(everything)
+
+
+def _other_metrics() -> list[Result]:
+    return [Result("agreement", "big", "ref-nf4~bnb-nf4", "packed_agreement", 1.0, direction="higher", verdict="ok")]
+
+
+def test_comparison_follows_the_new_runs_headline_and_counts_everything() -> None:
+    compared = [REGRESSED, NEW, *_other_metrics()]
+    text = _text(render_comparison(compared, suites={"agreement": AGREEMENT}), width=160)
+    assert "code_agreement" in text and "level_agreement" in text and "packed_agreement" not in text
+    assert text.splitlines()[-1].startswith("1 ok, 1 regressed, 1 new (1 more not listed: outside their suite's")
+    assert "packed_agreement" in _text(render_comparison(compared))  # undeclared: every metric

@@ -16,9 +16,16 @@ from typing import Any
 
 import pytest
 
-from harness.errors import ResultFileFormatError
-from harness.results.files import RESULTS_SCHEMA_VERSION, load_results, save_results, write_json_atomically
-from harness.results.records import Result
+from harness.errors import InvalidArgument, ResultFileFormatError
+from harness.results.files import (
+    RESULTS_SCHEMA_VERSION,
+    SavedRun,
+    load_results,
+    load_run,
+    save_results,
+    write_json_atomically,
+)
+from harness.results.records import Result, SuiteSummary
 
 REPO = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {"python": "3.11.9", "libraries": {"torch": "2.13.0"}, "git": {"commit": "abc123", "dirty": False}}
@@ -152,6 +159,64 @@ def test_a_malformed_file_names_the_file_and_the_record(tmp_path: Path, document
 def test_a_missing_file_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(ResultFileFormatError, match="no such file"):
         load_results(tmp_path / "absent.json")
+
+
+# ------------------------------------------------------------------------------------------ suite declarations
+
+WIDE = SuiteSummary(headline=("level_agreement", "max_abs_diff"), pair_matrix=("level_agreement", "code_agreement"))
+
+
+def test_a_saved_run_keeps_its_suites_declarations(tmp_path: Path) -> None:
+    suites = {"agreement": WIDE, "properties": SuiteSummary()}
+    path = save_results(tmp_path / "results.json", [FULL], ENVIRONMENT, suites)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["schema_version"] == RESULTS_SCHEMA_VERSION  # an optional key: no new schema version
+    assert document["suites"] == {
+        "agreement": {
+            "headline": ["level_agreement", "max_abs_diff"],
+            "pair_matrix": ["level_agreement", "code_agreement"],
+        },
+        "properties": {"headline": [], "pair_matrix": []},
+    }
+    assert load_run(path) == SavedRun(environment=ENVIRONMENT, results=[FULL], suites=suites)
+    assert load_results(path) == (ENVIRONMENT, [FULL])
+
+
+def test_a_file_without_declarations_reads_as_none(tmp_path: Path) -> None:
+    path = save_results(tmp_path / "results.json", [FULL], ENVIRONMENT, {})
+    assert "suites" not in json.loads(path.read_text(encoding="utf-8"))  # nothing declared: nothing written
+    assert load_run(path).suites == {}
+
+
+@pytest.mark.parametrize(
+    ("suites", "problem"),
+    [
+        ([], "'suites' is malformed (list), expected an object of suite name -> summary"),
+        (None, "'suites' is malformed (NoneType)"),
+        ({"agreement": ["level_agreement"]}, "suites['agreement'] is malformed (SuiteSummary record=["),
+        ({"agreement": {"headline": "level_agreement"}}, "suites['agreement'] is malformed (SuiteSummary.headline="),
+        ({"agreement": {"pair_matrix": [1]}}, "suites['agreement'] is malformed (SuiteSummary.pair_matrix=[1]"),
+    ],
+    ids=["list", "null", "entry-not-object", "headline-string", "pair-matrix-number"],
+)
+def test_malformed_declarations_name_the_file_and_the_field(tmp_path: Path, suites: Any, problem: str) -> None:
+    document = {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "suites": suites}
+    path = _write_text(tmp_path / "bad.json", json.dumps(document))
+    with pytest.raises(ResultFileFormatError) as excinfo:
+        load_run(path)
+    message = str(excinfo.value)
+    assert str(path) in message and problem in message and "\n" not in message
+
+
+def test_suite_summary_takes_lists_and_checks_its_fields() -> None:
+    summary = SuiteSummary(headline=["a", "b"], pair_matrix="c")  # type: ignore[arg-type]
+    assert (summary.headline, summary.pair_matrix) == (("a", "b"), ("c",))
+    assert SuiteSummary(pair_matrix=None) == SuiteSummary()  # type: ignore[arg-type]
+    assert SuiteSummary.from_json(summary.as_json()) == summary
+    assert SuiteSummary.from_json({"headline": ["a"], "from_a_newer_harness": 1}) == SuiteSummary(headline=("a",))
+    for bad in ({"headline": "ab"}, {"headline": ("a", 1)}, {"pair_matrix": 3}, {"pair_matrix": ("",)}):
+        with pytest.raises(InvalidArgument, match=r"^SuiteSummary\.\w+=.*, expected [^\n]*$"):
+            SuiteSummary(**bad)
 
 
 # ------------------------------------------------------------------------------------------ atomic writes

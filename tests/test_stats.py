@@ -1,6 +1,6 @@
 """harness.results.stats: each comparison rule checked, by simulation with fixed seeds, against what it promises.
 
-Timing model (assumptions after DESIGN.md's measurements on the project's CPU machines):
+Timing model (assumptions after the measurements in docs/design.md, on the project's CPU machines):
 
 * each run has a machine state, a lognormal factor (log-sd 0.10, 0.15 in the NOISY model) that also drifts
   within the run (AR(1), so rounds of one run are correlated, as measured);
@@ -149,7 +149,7 @@ def test_timing_detects_a_1_5x_slowdown_always_and_a_1_5x_speedup_as_improved() 
 
 
 def test_naive_rank_test_on_per_round_samples_false_alarms_where_compare_timing_does_not() -> None:
-    """DESIGN.md's finding, reproduced: rounds share the machine's state, so per-round ranks see the state."""
+    """docs/design.md's finding, reproduced: rounds share the machine's state, so per-round ranks see the state."""
     rng = np.random.default_rng(5)
     trials = 200
     base_kernel, base_reference = simulate_runs(rng, trials * BASELINE_RUNS)

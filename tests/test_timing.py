@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
@@ -102,45 +101,22 @@ def test_torch_threads_sets_and_restores() -> None:
         pass
 
 
-def test_a_cache_flush_writes_every_byte_before_each_call_and_is_not_timed() -> None:
-    """The CPU timer writes its whole buffer before each call (each byte once per call) and leaves that write
-    out of the call's time: a call that does nothing records next to none of the flush's CPU time."""
-    from harness.timing.clock import _CpuTimer
-
-    timer = _CpuTimer(64 << 20)
-    assert timer.flush is not None
-    timer.flush.zero_()
-    seen: list[int] = []
-    started = time.process_time()
-    for _ in range(3):
-        timer(lambda: seen.append(int(timer.flush[0])))
-    spent = time.process_time() - started
-    assert seen == [1, 2, 3]
-    assert bool((timer.flush == 3).all())
-    recorded, _ = timer(lambda: None)
-    assert recorded < spent / 3 / 10
-    assert _CpuTimer(0).flush is None
-
-
-def test_time_interleaved_flushes_before_every_timed_call_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """flush_bytes reaches the CPU timer, which times each of the 3 x 6 calls of the rounds (not the warm-up)."""
+def test_time_interleaved_times_the_rounds_calls_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU clock reads each of the 3 x 6 calls of the rounds, never a warm-up call."""
     import harness.timing.clock as timing
 
-    flushes: list[int] = []
+    timed: list[int] = []
+    original = timing._cpu_round
 
-    class CountingTimer(timing._CpuTimer):
-        def __call__(self, call: Callable[[], object]) -> tuple[float, float]:
-            flushes.append(0 if self.flush is None else self.flush.numel())
-            return super().__call__(call)
+    def counting(call: Callable[[], object]) -> tuple[float, float]:
+        timed.append(1)
+        return original(call)
 
-    monkeypatch.setattr(timing, "_CpuTimer", CountingTimer)
+    monkeypatch.setattr(timing, "_cpu_round", counting)
     time_interleaved(
-        lambda: None, {"a": lambda: None, "b": lambda: None}, bytes_moved=10, min_rounds=6, max_rounds=6,
-        warmup=2, flush_bytes=1 << 20,
-    )  # fmt: skip
-    assert flushes == [1 << 20] * 18
-    with pytest.raises(InvalidArgument, match="flush_bytes"):
-        time_interleaved(lambda: None, {"a": lambda: None}, bytes_moved=10, flush_bytes=-1)
+        lambda: None, {"a": lambda: None, "b": lambda: None}, bytes_moved=10, min_rounds=6, max_rounds=6, warmup=2
+    )
+    assert len(timed) == 18
 
 
 def test_the_cuda_timer_flushes_l2_then_times_the_call_between_synchronised_events(
@@ -194,17 +170,6 @@ def test_time_interleaved_on_cuda_uses_events_and_reports_no_wall_time(monkeypat
     run = runs["copy"]
     assert (run.clock, run.device, len(run.kernel_seconds)) == ("cuda_events", "cuda", 5)
     assert run.kernel_wall_seconds == () == run.reference_wall_seconds
-
-
-def test_the_last_level_cache_is_the_largest_size_in_sysfs(tmp_path: Path) -> None:
-    from harness.timing.clock import last_level_cache_bytes
-
-    for index, size in (("index0", "32K"), ("index2", "512K"), ("index3", "32768K"), ("index4", "n/a")):
-        (tmp_path / index).mkdir()
-        (tmp_path / index / "size").write_text(size + "\n")
-    (tmp_path / "index5").mkdir()  # no size file
-    assert last_level_cache_bytes(str(tmp_path)) == 32 << 20
-    assert last_level_cache_bytes(str(tmp_path / "absent")) is None
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ and the arithmetic explain, and :func:`compare_pair` measures each:
   is off from ``x`` by at most half the widest gap of its grid times its scale, plus the same scale term.
 * Packed bytes (same declared nibble order) are equal exactly where both codes of the byte are.
 
-Everything here is a pure function of tensors (the suite runs the quantizers); :func:`render_agreement_matrix`
-turns recorded :class:`~harness.results.records.Result` records into rich tables, one per format.
+Everything here is a pure function of tensors (the suite runs the quantizers and records what
+:class:`PairAgreement` measured); the summary draws the recorded rates as a pair matrix
+(:mod:`harness.report.matrix`, declared by the suite).
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
-from rich.table import Table
 
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, QuantizedTensor, Quantizer
 from harness.checks.properties import (
@@ -44,7 +43,6 @@ from harness.checks.properties import (
 )
 from harness.formats.packing import packed_size
 from harness.quantizers.blockwise import absmax_per_block
-from harness.results.records import Result
 
 __all__ = [
     "MIDPOINT_ULPS",
@@ -55,7 +53,6 @@ __all__ = [
     "distance_to_cell_ulps",
     "level_grid",
     "matmul_tolerance",
-    "render_agreement_matrix",
     "ulp",
 ]
 
@@ -512,79 +509,3 @@ def matmul_tolerance(
     outputs = expected.double().abs() + actual.double().abs()
     smallest_subnormal = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
     return magnitude * 2 * gamma + outputs * unit_out / (1 - unit_out) + 2 * smallest_subnormal
-
-
-# ---------------------------------------------------------------------------------------------- rendering
-
-
-def _rate_text(rate: float | None) -> str:
-    """A rate as a percentage that never rounds a disagreement away (floored to 5 decimals)."""
-    if rate is None:
-        return "n/a"
-    if rate == 1:
-        return "100%"
-    hundred_thousandths = math.floor(Fraction(rate) * 10**7)  # exact: no float rounding up to the next digit
-    return f"{hundred_thousandths // 10**5}.{hundred_thousandths % 10**5:05d}%"
-
-
-def render_agreement_matrix(results: Sequence[Result], title: str = "fourbit") -> list[Table]:
-    """One table per group of implementations compared with each other (one format): implementations as rows
-    and columns, each cell the pair's level agreement (top) and code agreement (bottom), the lowest over the
-    recorded cases; the diagonal is "-", a pair without results "n/a"."""
-    worst: dict[tuple[str, str], dict[str, float]] = {}
-    cases: dict[tuple[str, str], set[str]] = {}
-    formats: dict[tuple[str, str], str] = {}
-    order: list[str] = []
-    for result in results:
-        if result.metric not in ("level_agreement", "code_agreement") or result.implementation.count("~") != 1:
-            continue
-        first, second = result.implementation.split("~")
-        pair = (first, second)
-        for name in pair:
-            if name not in order:
-                order.append(name)
-        by_metric = worst.setdefault(pair, {})
-        by_metric[result.metric] = min(by_metric.get(result.metric, math.inf), result.value)
-        cases.setdefault(pair, set()).add(result.case)
-        if isinstance(result.extra.get("format"), str):
-            formats[pair] = result.extra["format"]
-    tables = []
-    for group in _connected(order, list(worst)):
-        pairs = [pair for pair in worst if pair[0] in group]
-        case_names = sorted(set().union(*(cases[pair] for pair in pairs)))
-        label = "/".join(sorted({formats[pair] for pair in pairs if pair in formats})) or group[0]
-        scope = f"case {case_names[0]}" if len(case_names) == 1 else f"lowest of {len(case_names)} cases"
-        heading = f"{title}: {label} agreement"
-        caption = f"cell: level / code agreement, {scope}"
-        table = Table(title=heading, caption=caption, min_width=max(len(heading), len(caption)) + 4)
-        table.add_column("", style="bold", no_wrap=True)
-        for name in group:
-            table.add_column(name, justify="right", no_wrap=True)
-        for row in group:
-            cells = []
-            for column in group:
-                rates = worst.get((row, column)) or worst.get((column, row))
-                if row == column:
-                    cells.append("-")
-                elif rates is None:
-                    cells.append("n/a")
-                else:
-                    level, code = rates.get("level_agreement"), rates.get("code_agreement")
-                    cells.append(f"{_rate_text(level)}\n{_rate_text(code)}")
-            table.add_row(row, *cells)
-        tables.append(table)
-    return tables
-
-
-def _connected(names: list[str], pairs: list[tuple[str, str]]) -> list[list[str]]:
-    """Groups of names linked by pairs, each in first-appearance order, groups in order of their first name."""
-    group_of = {name: index for index, name in enumerate(names)}
-    for first, second in pairs:
-        keep, drop = sorted((group_of[first], group_of[second]))
-        for name, group in group_of.items():
-            if group == drop:
-                group_of[name] = keep
-    groups: dict[int, list[str]] = {}
-    for name in names:
-        groups.setdefault(group_of[name], []).append(name)
-    return list(groups.values())

@@ -247,7 +247,7 @@ def _convert_gguf(gguf: Path, target: Path, marker: dict[str, Any]) -> None:
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         # transformers 5 refuses any gguf_file unless accelerate is importable, although loading on the CPU
-        # without a device_map never uses it; lift only that check, only for this call (see the README).
+        # without a device_map never uses it; lift only that check, only for this call (docs/suites/accuracy.md).
         progress = transformers_logging.is_progress_bar_enabled()
         transformers_logging.disable_progress_bar()
         try:

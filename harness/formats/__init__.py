@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from harness.api import is_power_of_two
+from harness._validation import check_block_size
 from harness.errors import InvalidArgument
 from harness.formats.af4 import af4_codebook
 from harness.formats.fp4 import fp4_codebook
@@ -42,6 +42,4 @@ def codebook(name: str, block_size: int = 64) -> torch.Tensor:
     """The 16 levels of format ``name`` in code order, float32 (a fresh tensor each call)."""
     if not isinstance(name, str) or name not in _BUILDERS:
         raise InvalidArgument(f"format={name!r}, expected one of {', '.join(FORMAT_NAMES)}")
-    if not is_power_of_two(block_size):
-        raise InvalidArgument(f"block_size={block_size!r}, expected a positive power of two such as 64")
-    return _cached(name, block_size).clone()
+    return _cached(name, check_block_size(block_size)).clone()

@@ -71,6 +71,7 @@ import torch
 from numpy.polynomial.legendre import leggauss
 from scipy.special import erf, erfc, ndtr
 
+from harness._validation import check_block_size
 from harness.errors import InvalidArgument
 
 __all__ = [
@@ -107,15 +108,7 @@ _LevelsLike = torch.Tensor | Sequence[float]
 
 
 def _check_block_size(block_size: object) -> int:
-    if (
-        not isinstance(block_size, int)
-        or isinstance(block_size, bool)
-        or block_size < 2
-        or block_size > MAX_BLOCK_SIZE
-        or block_size & (block_size - 1)
-    ):
-        raise InvalidArgument(f"block_size={block_size!r}, expected a positive power of two from 2 to 2**30 such as 64")
-    return block_size
+    return check_block_size(block_size, minimum=2, maximum=MAX_BLOCK_SIZE)
 
 
 @lru_cache(maxsize=64)

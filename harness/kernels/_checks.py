@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.api import is_power_of_two
+from harness._validation import check_block_size
 from harness.errors import InvalidArgument
 
 __all__ = ["check_codebook", "check_kernel_block_size", "check_packed_and_absmax", "check_same_device"]
@@ -13,9 +13,7 @@ __all__ = ["check_codebook", "check_kernel_block_size", "check_packed_and_absmax
 
 def check_kernel_block_size(block_size: object) -> int:
     """A power of two >= 2: the two elements of a byte must share a block."""
-    if not is_power_of_two(block_size) or block_size < 2:
-        raise InvalidArgument(f"block_size={block_size!r}, expected a power of two >= 2 such as 64")
-    return block_size
+    return check_block_size(block_size, minimum=2)
 
 
 def check_packed_and_absmax(

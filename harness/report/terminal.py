@@ -1,34 +1,32 @@
-"""Rendering of a run: the verdict matrix (implementations x properties), recorded metrics, plugin errors.
+"""Rendering of a run in the terminal: the verdict matrix (implementations x properties), recorded metrics,
+regressions, implementation verdicts, pair matrices, plugin errors, and ``fourbit compare``'s table.
 
-Everything here turns plain records into rich renderables; tests render into
-``Console(file=io.StringIO(), width=100)`` and compare text.
+Everything here turns the summary model (:mod:`harness.report.model`) into rich renderables and knows no suite
+by name: a suite's own :class:`~harness.results.records.SuiteSummary` says what it wants shown. Tests render
+into ``Console(file=io.StringIO(), width=100)`` and compare text.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from harness.results.records import VERDICTS, Result
+from harness.report.matrix import render_pair_matrix
+from harness.report.model import Outcome, RunSummary, format_value, verdict_counts, verdict_matrix
+from harness.results.records import VERDICTS, Result, SuiteSummary
 
 __all__ = [
-    "Outcome",
     "regression_message",
+    "render_aggregates",
     "render_comparison",
     "render_load_errors",
-    "render_markdown",
     "render_metrics",
     "render_regressions",
     "render_run",
     "render_verdicts",
-    "verdict_counts",
-    "verdict_matrix",
 ]
 
 _MAX_IMPLEMENTATION_COLUMNS = 8
@@ -41,43 +39,6 @@ _VERDICT_STYLE = {
     "missing": "yellow",
     "inconclusive": "magenta",
 }
-_T = TypeVar("_T")
-_SUMMARY_METRICS = {
-    "agreement": ("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff")
-}
-"""Suites that record many metrics per case show these in the terminal summary (files keep everything)."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One test's result for one implementation and one property."""
-
-    implementation: str
-    prop: str
-    outcome: str  # "passed" | "failed" | "skipped" | "xfailed" (a known library bug)
-    suite: str = ""
-
-
-_FOLDED = {"failed": "FAIL", "xfailed": "known", "passed": "pass", "skipped": "skip"}
-"""Precedence when one property has several outcomes (dtypes, cases): a known bug is never hidden by a pass."""
-
-
-def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
-    """Fold outcomes into one verdict per (implementation, property): FAIL if any case failed, known if a
-    known library bug failed as expected, pass if any passed, skip if every case was skipped."""
-    seen: dict[tuple[str, str], set[str]] = defaultdict(set)
-    implementations: list[str] = []
-    props: list[str] = []
-    for o in outcomes:
-        if o.implementation not in implementations:
-            implementations.append(o.implementation)
-        if o.prop not in props:
-            props.append(o.prop)
-        seen[(o.implementation, o.prop)].add(o.outcome)
-    verdicts: dict[tuple[str, str], str] = {}
-    for key, kinds in seen.items():
-        verdicts[key] = next(_FOLDED[k] for k in _FOLDED if k in kinds)
-    return implementations, props, verdicts
 
 
 def render_verdicts(outcomes: Iterable[Outcome], title: str = "fourbit: property verdicts") -> Table:
@@ -102,17 +63,13 @@ def render_verdicts(outcomes: Iterable[Outcome], title: str = "fourbit: property
     return table
 
 
-def _format_value(value: float | None) -> str:
-    return "-" if value is None or value != value else f"{value:.4g}"
-
-
 def _cell(result: Result) -> Text:
     """The value, coloured by its verdict; a move against the baseline shows the baseline too."""
     if result.verdict == "missing":
         return Text("missing", style=_VERDICT_STYLE["missing"])
-    text = _format_value(result.value)
+    text = format_value(result.value)
     if result.verdict in ("regressed", "improved", "inconclusive") and result.baseline is not None:
-        text += f" (was {_format_value(result.baseline)})"
+        text += f" (was {format_value(result.baseline)})"
     return Text(text, style=_VERDICT_STYLE.get(result.verdict or "", ""))
 
 
@@ -141,7 +98,7 @@ def regression_message(result: Result) -> str:
     if result.verdict == "new":
         return f"{what}: no baseline (--fourbit-strict): {result.statistic}"
     return (
-        f"{what} {result.verdict}: baseline {_format_value(result.baseline)}, now {_format_value(result.value)}"
+        f"{what} {result.verdict}: baseline {format_value(result.baseline)}, now {format_value(result.value)}"
         f"{' ' + result.unit if result.unit else ''}; {result.statistic}"
     )
 
@@ -157,8 +114,8 @@ def render_regressions(results: Sequence[Result]) -> Table | None:
     for r in regressed:
         table.add_row(
             *(Text(field) for field in (r.suite, r.implementation, r.case, r.metric)),
-            _format_value(r.baseline),
-            Text(_format_value(r.value), style="bold red"),
+            format_value(r.baseline),
+            Text(format_value(r.value), style="bold red"),
             Text(r.statistic),
         )
     return table
@@ -185,37 +142,36 @@ def render_aggregates(results: Sequence[Result]) -> Table | None:
     return table
 
 
-def _by_suite(items: Iterable[_T], suite_of: Callable[[_T], str]) -> dict[str, list[_T]]:
-    grouped: dict[str, list[_T]] = {}
-    for item in items:
-        grouped.setdefault(suite_of(item), []).append(item)
-    return grouped
+def render_comparison(
+    compared: Sequence[Result],
+    *,
+    old_label: str = "old",
+    new_label: str = "new",
+    suites: Mapping[str, SuiteSummary] | None = None,
+) -> Group:
+    """``fourbit compare``: each metric's old and new value side by side with its verdict, regressions first.
 
-
-def verdict_counts(results: Iterable[Result]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in results:
-        if r.verdict is not None:
-            counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    return counts
-
-
-def render_comparison(compared: Sequence[Result], *, old_label: str = "old", new_label: str = "new") -> Group:
-    """``fourbit compare``: each metric's old and new value side by side with its verdict, regressions first."""
+    ``suites`` (the new run's declarations): a suite with a headline lists only those metrics and the ones that
+    regressed or improved, as at the end of a run; the counts below the table still count every metric."""
+    suites = suites or {}
     order = {"regressed": 0, "inconclusive": 1, "missing": 2, "new": 3, "improved": 4, "ok": 5}
+    shown = [r for r in compared if (suites.get(r.suite) or SuiteSummary()).shows(r)]
     table = Table(title=f"fourbit compare: {old_label} -> {new_label}")
     for column in ("suite", "implementation", "case", "metric", "old", "new", "verdict"):
         table.add_column(column, justify="right" if column in ("old", "new") else "left")
-    for r in sorted(compared, key=lambda r: order.get(r.verdict or "", 6)):
+    for r in sorted(shown, key=lambda r: order.get(r.verdict or "", 6)):
         verdict = r.verdict or "-"
         table.add_row(
             *(Text(field) for field in (r.suite, r.implementation, r.case, r.metric)),
-            _format_value(r.baseline),
-            _format_value(r.value),
+            format_value(r.baseline),
+            format_value(r.value),
             Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),
         )
     counts = verdict_counts(compared)
     summary = Text(", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) or "nothing to compare")
+    hidden = len(compared) - len(shown)
+    if hidden:
+        summary.append(f" ({hidden} more not listed: outside their suite's headline, neither regressed nor improved)")
     return Group(table, summary)
 
 
@@ -228,41 +184,31 @@ def render_load_errors(errors: Sequence[tuple[str, str]]) -> Table:
     return table
 
 
-def render_run(
-    outcomes: Sequence[Outcome], results: Sequence[Result], load_errors: Sequence[tuple[str, str]]
-) -> RenderableType:
-    """The end-of-run summary: plugin errors and regressions first, then per suite its verdicts and metrics,
-    the implementation verdicts, then one line counting verdicts against the baseline."""
+def render_run(summary: RunSummary) -> RenderableType:
+    """The end-of-run summary: plugin errors and regressions first, then per suite its verdicts, its pair matrix
+    and its metrics (only its headline metrics, plus any that moved, where it declared a headline), the
+    implementation verdicts, then one line counting verdicts against the baseline."""
     parts: list[RenderableType] = []
-    if load_errors:
-        parts.append(render_load_errors(load_errors))
-    regressions = render_regressions(results)
+    if summary.load_errors:
+        parts.append(render_load_errors(summary.load_errors))
+    regressions = render_regressions(summary.results)
     if regressions is not None:
         parts.append(regressions)
-    outcome_suites = _by_suite(outcomes, lambda o: o.suite)
-    result_suites = _by_suite((r for r in results if r.kind != "aggregate"), lambda r: r.suite)
-    for suite in [*outcome_suites, *(s for s in result_suites if s not in outcome_suites)]:
+    for section in summary.sections():
+        suite = section.name
         label = f"fourbit {suite}" if suite else "fourbit"
-        if suite in outcome_suites:
+        if section.outcomes:
             title = f"{label}: verdicts" if suite else "fourbit: property verdicts"
-            parts.append(render_verdicts(outcome_suites[suite], title=title))
-        if suite in result_suites:
-            suite_results = result_suites[suite]
-            if suite == "agreement":
-                from harness.checks.agreement import render_agreement_matrix
-
-                parts.extend(render_agreement_matrix(suite_results))
-            shown = _SUMMARY_METRICS.get(suite)
-            if shown is not None:  # a wide suite: the headline metrics, plus any metric that moved
-                suite_results = [
-                    r for r in suite_results if r.metric in shown or r.verdict in ("regressed", "improved")
-                ]
+            parts.append(render_verdicts(section.outcomes, title=title))
+        if section.results:
+            if section.summary.pair_matrix:
+                parts.extend(render_pair_matrix(section.results, section.summary.pair_matrix))
             title = f"{label}: metrics" if suite else "fourbit: recorded metrics"
-            parts.append(render_metrics(suite_results, title=title))
-    aggregates = render_aggregates(results)
+            parts.append(render_metrics(section.shown_results(), title=title))
+    aggregates = render_aggregates(summary.results)
     if aggregates is not None:
         parts.append(aggregates)
-    counts = verdict_counts(results)
+    counts = summary.verdict_counts()
     if counts:
         line = Text("baseline: ")
         for index, verdict in enumerate(v for v in VERDICTS if v in counts):
@@ -271,84 +217,3 @@ def render_run(
             line.append(f"{counts[verdict]} {verdict}", style=_VERDICT_STYLE[verdict])
         parts.append(line)
     return Group(*parts)
-
-
-# ------------------------------------------------------------------------------------------------ markdown
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(map(_md_escape, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_escape(cell) for cell in row) + " |" for row in rows]
-    return lines
-
-
-def render_markdown(results: Sequence[Result], outcomes: Sequence[Outcome] = ()) -> str:
-    """A GitHub step summary: regressions first, then per suite the verdicts and metrics tables, then the
-    implementation verdicts."""
-    lines = ["## fourbit summary", ""]
-    counts = verdict_counts(results)
-    if counts:
-        lines += ["Baseline: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts), ""]
-    regressed = [r for r in results if r.verdict == "regressed"]
-    if regressed:
-        lines += ["### Regressions", ""]
-        lines += _md_table(
-            ("suite", "implementation", "case", "metric", "baseline", "now", "statistic"),
-            (
-                (
-                    r.suite,
-                    r.implementation,
-                    r.case,
-                    r.metric,
-                    _format_value(r.baseline),
-                    _format_value(r.value),
-                    r.statistic,
-                )
-                for r in regressed
-            ),
-        )
-        lines.append("")
-    outcome_suites = _by_suite(outcomes, lambda o: o.suite)
-    result_suites = _by_suite((r for r in results if r.kind != "aggregate"), lambda r: r.suite)
-    for suite in [*outcome_suites, *(s for s in result_suites if s not in outcome_suites)]:
-        lines += [f"### {suite or 'results'}", ""]
-        if suite in outcome_suites:
-            implementations, props, verdicts = verdict_matrix(outcome_suites[suite])
-            lines += _md_table(
-                ("implementation", *props),
-                ((impl, *(verdicts.get((impl, p), "-") for p in props)) for impl in implementations),
-            )
-            lines.append("")
-        if suite in result_suites:
-            lines += _md_table(
-                ("implementation", "case", "metric", "value", "unit", "baseline", "verdict"),
-                (
-                    (
-                        r.implementation,
-                        r.case,
-                        r.metric,
-                        _format_value(r.value),
-                        r.unit,
-                        _format_value(r.baseline),
-                        r.verdict or "-",
-                    )
-                    for r in result_suites[suite]
-                ),
-            )
-            lines.append("")
-    aggregates = [r for r in results if r.kind == "aggregate"]
-    if aggregates:
-        lines += ["### Implementation verdicts (median change over all cases)", ""]
-        lines += _md_table(
-            ("suite", "implementation", "metric", "median change", "verdict", "statistic"),
-            (
-                (r.suite, r.implementation, r.metric, f"{r.value - 1:+.1%}", r.verdict or "-", r.statistic)
-                for r in aggregates
-            ),
-        )
-        lines.append("")
-    return "\n".join(lines) + "\n"

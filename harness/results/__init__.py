@@ -7,8 +7,8 @@ Only the light names are imported here; ``stats`` (scipy) loads when a compariso
 """
 
 from harness.results.baselines import Baseline, BaselineEntry, load_baseline, save_baseline
-from harness.results.files import load_results, save_results
-from harness.results.records import DIRECTIONS, KINDS, VERDICTS, Direction, Kind, Result, Verdict
+from harness.results.files import SavedRun, load_results, load_run, save_results
+from harness.results.records import DIRECTIONS, KINDS, VERDICTS, Direction, Kind, Result, SuiteSummary, Verdict
 
 __all__ = [
     "DIRECTIONS",
@@ -19,9 +19,12 @@ __all__ = [
     "Direction",
     "Kind",
     "Result",
+    "SavedRun",
+    "SuiteSummary",
     "Verdict",
     "load_baseline",
     "load_results",
+    "load_run",
     "save_baseline",
     "save_results",
 ]

@@ -16,9 +16,9 @@ every case.
 implementations of the same suite and metric were compared in the same run, each case's change is taken
 relative to their median change (the median over those implementations of each one's median change) before the
 rule above is applied. On the project's machine the ratio of a whole family of kernels to its same-run reference
-drifts by about +-10% over tens of minutes (README, gate checks): a family spell then reads as a regression of
-each of its implementations, and the same drift downward hides a real 1.2x slowdown. A slowdown of one
-implementation's code moves that implementation and not the others, so the others are the control. What this
+drifts by about +-10% over tens of minutes (docs/lab/2026-11-24-kernel-gate-checks.md): a family spell then reads
+as a regression of each of its implementations, and the same drift downward hides a real 1.2x slowdown. A slowdown
+of one implementation's code moves that implementation and not the others, so the others are the control. What this
 cannot see is a change that moves every implementation alike (the machine, torch, the harness's shared code):
 it is reported as the run's shift (:func:`shared_shift`), and each case's own gate still compares with the
 baseline alone. With fewer peers (a run of one implementation) the change is taken against the baseline alone,

@@ -24,7 +24,8 @@ __all__ = [
 DEFAULT_EXACT_REL_TOL = 1e-6
 """Exact metrics are computed from fixed seeds; this only absorbs last-bit differences between BLAS builds."""
 DEFAULT_MIN_EFFECT = 0.10
-"""Timing: a ratio must move by more than this (and significantly) to count; see DESIGN.md for why."""
+"""Timing: a ratio must move by more than this (and significantly) to count (docs/design.md, a 10% minimum
+effect)."""
 CONTENDED_CPU_SHARE = 0.85
 """Timing: a run whose rounds got less than this share of their CPUs (``extra["cpu_share"]``, see
 harness.timing.clock.TimingRun.cpu_share) cannot show a regression: one that crosses the gate is ``inconclusive``.
@@ -102,14 +103,16 @@ def compare_result(result: Result, entry: BaselineEntry | None) -> Result:
 
 
 def _inconclusive(result: Result) -> tuple[str, dict[str, Any]] | None:
-    """Why a timing regression cannot be trusted, and the flags to add to its extra: its ratio moved against
-    one reference only (the suite sets ``extra["uncorroborated"]``), or its rounds got too little of their CPU
-    (``extra["cpu_share"]``)."""
-    uncorroborated = result.extra.get("uncorroborated")
-    if uncorroborated:
-        return f"{uncorroborated}: a reference moved, not (only) the kernel: inconclusive", {}
-    share = result.extra.get("cpu_share")
-    if isinstance(share, (int, float)) and share < CONTENDED_CPU_SHARE:
+    """Why a timing regression cannot be trusted, and the flags to add to its extra, from the evidence the
+    measurement carries (harness.timing.remeasure.TimingEvidence): its ratio moved against one reference only,
+    or its rounds got too little of their CPU."""
+    from harness.timing.remeasure import TimingEvidence
+
+    evidence = TimingEvidence.of(result)
+    if evidence.uncorroborated:
+        return f"{evidence.uncorroborated}: a reference moved, not (only) the kernel: inconclusive", {}
+    share = evidence.cpu_share
+    if share is not None and share < CONTENDED_CPU_SHARE:
         reason = (
             f"the rounds got {share:.0%} of their CPU (other jobs held the rest; under {CONTENDED_CPU_SHARE:.0%} a "
             "slowdown cannot be told from contention): inconclusive, re-run on a quieter machine"

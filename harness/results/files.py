@@ -13,20 +13,23 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InvalidArgument, ResultFileFormatError, StoredFileError
-from harness.results.records import Result
+from harness.results.records import Result, SuiteSummary
 
 __all__ = [
     "OLDEST_READABLE_RESULTS_SCHEMA",
     "RESULTS_MIGRATIONS",
     "RESULTS_SCHEMA_VERSION",
     "Migration",
+    "SavedRun",
     "decode_number",
     "encode_number",
     "load_results",
+    "load_run",
     "migrate",
     "read_document",
     "save_results",
@@ -88,9 +91,7 @@ def write_json_atomically(path: str | Path, document: Mapping[str, Any]) -> Path
     return path
 
 
-def read_document(
-    path: Path, fail: Callable[[str], StoredFileError], expected: str = "an object"
-) -> dict[str, Any]:
+def read_document(path: Path, fail: Callable[[str], StoredFileError], expected: str = "an object") -> dict[str, Any]:
     """The parsed top-level object of a stored file; a missing, unreadable, corrupt or non-object file raises
     ``fail(problem)`` (``expected`` describes the object, for that message)."""
     try:
@@ -136,18 +137,37 @@ def migrate(
     return document
 
 
-def save_results(path: str | Path, results: Sequence[Result], environment: Mapping[str, Any]) -> Path:
-    """The ``--json`` file: ``{"schema_version", "environment", "results": [...]}``."""
-    document = {
+def save_results(
+    path: str | Path,
+    results: Sequence[Result],
+    environment: Mapping[str, Any],
+    suites: Mapping[str, SuiteSummary] | None = None,
+) -> Path:
+    """The ``--json`` file: ``{"schema_version", "environment", "results": [...]}``, and ``"suites": {name:
+    summary}`` when suites declared how their results are shown (:class:`SuiteSummary`), so a saved run renders
+    as it did at the end of the run. Readers ignore top-level keys they do not know: no new schema version."""
+    document: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "environment": dict(environment),
         "results": [r.as_json() for r in results],
     }
+    if suites:
+        document["suites"] = {name: summary.as_json() for name, summary in suites.items()}
     return write_json_atomically(path, document)
 
 
-def load_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
-    """Read a ``--json`` file back: (environment, results); a problem is a ResultFileFormatError naming the file."""
+@dataclass(frozen=True)
+class SavedRun:
+    """A ``--json`` file read back: the environment it ran in, its results, and its suites' declarations (empty
+    for a file written without them)."""
+
+    environment: dict[str, Any]
+    results: list[Result]
+    suites: dict[str, SuiteSummary]
+
+
+def load_run(path: str | Path) -> SavedRun:
+    """Read a ``--json`` file back; a problem is a ResultFileFormatError naming the file (and the record or field)."""
     path = Path(path)
 
     def fail(problem: str) -> ResultFileFormatError:
@@ -170,4 +190,26 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
         except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
             raise fail(f"results[{index}] is malformed ({exc!r})") from None
     environment = document.get("environment")
-    return (environment if isinstance(environment, dict) else {}), results
+    return SavedRun(
+        environment=environment if isinstance(environment, dict) else {},
+        results=results,
+        suites=_suites(document.get("suites", {}), fail),
+    )
+
+
+def _suites(stored: object, fail: Callable[[str], ResultFileFormatError]) -> dict[str, SuiteSummary]:
+    if not isinstance(stored, dict):
+        raise fail(f"'suites' is malformed ({type(stored).__name__}), expected an object of suite name -> summary")
+    suites = {}
+    for name, record in stored.items():
+        try:
+            suites[name] = SuiteSummary.from_json(record)
+        except InvalidArgument as exc:
+            raise fail(f"suites[{name!r}] is malformed ({exc})") from None
+    return suites
+
+
+def load_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
+    """Read a ``--json`` file back: (environment, results); see :func:`load_run` for the suites' declarations too."""
+    run = load_run(path)
+    return run.environment, run.results

@@ -1,5 +1,6 @@
 """Result records: one measured metric of one implementation on one case, and the names of its kinds, directions
-and verdicts (defined here once). Plain data: files live in harness.results.files, rendering in harness.report."""
+and verdicts (defined here once); and :class:`SuiteSummary`, how a suite asks the summary to show its results.
+Plain data: files live in harness.results.files, rendering in harness.report."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Literal, get_args
 
 from harness.errors import InvalidArgument
 
-__all__ = ["DIRECTIONS", "KINDS", "VERDICTS", "Direction", "Kind", "Result", "Verdict"]
+__all__ = ["DIRECTIONS", "KINDS", "VERDICTS", "Direction", "Kind", "Result", "SuiteSummary", "Verdict"]
 
 Kind = Literal["exact", "timing", "sampled", "info", "aggregate"]
 """exact: deterministic; timing: noisy, compared as interleaved ratios; sampled: accuracy over items;
@@ -126,3 +127,54 @@ class Result:
             statistic=str(record.get("statistic") or ""),
             extra=dict(record.get("extra") or {}),
         )
+
+
+def _metric_names(field_name: str, value: Any, *, allow_one: bool) -> tuple[str, ...]:
+    """``value`` as a tuple of metric names; InvalidArgument (one line) for anything else. ``allow_one``: a bare
+    string is one name and None is none (otherwise both are refused, so "mse" is not read as "m", "s", "e")."""
+    if allow_one and value is None:
+        value = ()
+    if allow_one and isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not all(isinstance(name, str) and name for name in value):
+        expected = "None, a metric name or a tuple of them" if allow_one else "a tuple of metric names"
+        raise InvalidArgument(f"SuiteSummary.{field_name}={value!r}, expected {expected} (non-empty strings)")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class SuiteSummary:
+    """How the end-of-run summary shows one suite's results: declared by the suite with a module-level marker,
+    ``pytestmark = pytest.mark.fourbit_summary(headline=(...), pair_matrix=...)``, and stored in result files, so
+    ``fourbit report`` shows a saved run the same way. Renderers know no suite by name: they follow this.
+
+    ``headline``: a wide suite (many metrics per case) shows only these metrics in the terminal, plus any metric
+    that regressed or improved; files and the Markdown summary keep every metric. ``()``: show all.
+
+    ``pair_matrix``: metrics recorded for pairs of implementations (implementation ``"a~b"``), drawn as an
+    implementation x implementation matrix per group of connected implementations, one line per metric in each
+    cell, the worst value over the cases. A single name is accepted for one metric. ``()`` (or None): no matrix.
+    """
+
+    headline: tuple[str, ...] = ()
+    pair_matrix: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headline", _metric_names("headline", self.headline, allow_one=False))
+        object.__setattr__(self, "pair_matrix", _metric_names("pair_matrix", self.pair_matrix, allow_one=True))
+
+    def shows(self, result: Result) -> bool:
+        """Whether the terminal summary lists ``result`` in its suite's metrics table."""
+        return not self.headline or result.metric in self.headline or result.verdict in ("regressed", "improved")
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry of a result file's top-level ``"suites"`` object."""
+        return {"headline": list(self.headline), "pair_matrix": list(self.pair_matrix)}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> SuiteSummary:
+        """Inverse of :meth:`as_json`; absent fields take their defaults and unknown ones are ignored (a newer
+        harness may declare more). InvalidArgument for a record that is not an object or a malformed field."""
+        if not isinstance(record, dict):
+            raise InvalidArgument(f"SuiteSummary record={record!r}, expected an object")
+        return cls(headline=record.get("headline", ()), pair_matrix=record.get("pair_matrix", ()))

@@ -5,7 +5,7 @@ Each rule answers "did this metric move, and in which direction?" with a :class:
 The rules are pure functions of numbers; reading and writing baselines lives in ``baselines.py``.
 
 Why the timing rule looks the way it does: on the project's machines the rounds of one run share the
-machine's state (DESIGN.md measured a rank test on per-round samples calling 56 of 60 A/A pairs
+machine's state (docs/design.md: a rank test on per-round samples called 56 of 60 A/A pairs
 significant), so per-round samples cannot tell a regression from a different afternoon. The rule
 therefore tests the run's median ratio against the spread *between runs*, and asks for a minimum
 effect size as well, so a significant but tiny change never fails a build.
@@ -50,7 +50,7 @@ alarm in 1000 A/A trials; more rounds shrink only the run's own median error, no
 
 RUN_SPREAD_PRIOR = 0.05
 """Prior run-to-run spread (standard deviation of log per-run median ratios). Conservative: about twice
-the 2.6% drift DESIGN.md measured for a tiny op's raw time, whereas interleaved ratios cancel most drift."""
+the 2.6% drift measured for a tiny op's raw time (docs/design.md), whereas interleaved ratios cancel most drift."""
 
 RUN_SPREAD_PRIOR_RUNS = 4
 """Weight of :data:`RUN_SPREAD_PRIOR`, in runs: the spread is the pooled variance of the prior and the

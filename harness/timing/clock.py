@@ -1,6 +1,6 @@
 """Timing that survives a noisy machine: a kernel and same-run references, timed in interleaved rounds.
 
-Absolute times drift on the project's machines (DESIGN.md), so every case times its kernel and one or more
+Absolute times drift on a shared machine (docs/design.md), so every case times its kernel and one or more
 references (a copy of the bytes the kernel must move; for a matmul, the dense layer) in the same process,
 round by round, in random order within each round; what is stored and gated is a per-round ratio
 kernel/reference. GB/s is reported beside it, never gated.
@@ -14,22 +14,15 @@ CPU clock; 4-bit kernels compute.
 
 Threads. On CPU the suites time with one torch thread by default (:func:`torch_threads`): on a 2-core machine
 shared with other jobs, a 2-thread op waits for the second core whenever anything else runs, and its time
-then follows the neighbours, not the kernel (scripts/kernel_spread.py measures this; see the README).
+then follows the neighbours, not the kernel (docs/design.md).
 
 Memory. An op that returns a new 64 MiB tensor on CPU gets fresh pages from the kernel on every call when
 the C allocator maps large blocks anew each time (glibc does, past its mmap threshold): the call is then
-mostly page faults (scripts/output_pages_probe.py here, one thread: bitsandbytes' NF4 dequantize of a
-4096x4096 float32 weight 29-35 ms with fresh pages, 3 ms when its output reuses freed memory), and which of
-the two a process sees varies between runs. :func:`keep_freed_memory` makes freed memory stay in the
+mostly page faults (docs/design.md: bitsandbytes' NF4 dequantize of a 4096x4096 float32 weight took 29-35 ms
+with fresh pages, 3 ms when its output reused freed memory), and which of the two a process sees varies
+between runs. :func:`keep_freed_memory` makes freed memory stay in the
 process, so every round's output reuses resident pages, as a caching allocator (torch's on CUDA, jemalloc,
 tcmalloc) gives a serving process.
-
-Caches. On CPU, ``flush_bytes`` writes a buffer of that size before every timed call (untimed), so each call
-starts from caches that hold none of its data, as on CUDA where the L2 is flushed between rounds. Without it, a
-small case's data and its references stay resident in the last-level cache, which the host's other tenants
-share, so how fast a cache-resident reference runs depends on what they do. It is a probe's switch
-(scripts/reference_tracking_probe.py ``--cold``), off in the suites: the shipped baselines were timed warm, and
-no gate check has been run with it.
 
 Rounds stop when the confidence interval of every median ratio is narrower than ``target_ci`` (relative),
 when ``max_rounds`` is reached, or when ``max_seconds`` is spent (never before ``min_rounds``).
@@ -59,7 +52,6 @@ __all__ = [
     "TimingRun",
     "copy_reference",
     "keep_freed_memory",
-    "last_level_cache_bytes",
     "time_interleaved",
     "torch_threads",
 ]
@@ -190,38 +182,6 @@ def torch_threads(threads: int) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
-def last_level_cache_bytes(cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
-    """This machine's last-level CPU cache per core complex, from Linux sysfs (None where it cannot be read):
-    twice it is what ``flush_bytes`` should be to evict a case's data."""
-    from pathlib import Path
-
-    sizes = []
-    for index in Path(cache_dir).glob("index*"):
-        try:
-            text = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        if text[-1:] in units and text[:-1].isdigit():
-            sizes.append(int(text[:-1]) * units[text[-1]])
-        elif text.isdigit():
-            sizes.append(int(text))
-    return max(sizes) if sizes else None
-
-
-class _CpuTimer:
-    """Process CPU time and wall time around the call; with ``flush_bytes``, a write of that many bytes first
-    (untimed), so the call finds none of its data in the caches."""
-
-    def __init__(self, flush_bytes: int) -> None:
-        self.flush = torch.empty(flush_bytes, dtype=torch.uint8) if flush_bytes else None
-
-    def __call__(self, call: Callable[[], object]) -> tuple[float, float]:
-        if self.flush is not None:
-            self.flush.add_(1)  # read and write every line: dirty lines of the call's data are evicted too
-        return _cpu_round(call)
-
-
 def _cpu_round(call: Callable[[], object]) -> tuple[float, float]:
     """(process CPU seconds, wall seconds) of one call."""
     cpu, wall = time.process_time_ns(), time.perf_counter_ns()
@@ -266,13 +226,11 @@ def time_interleaved(
     target_ci: float = DEFAULT_TARGET_CI,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     seed: int = 0,
-    flush_bytes: int = 0,
 ) -> dict[str, TimingRun]:
     """Time ``kernel`` and every reference in interleaved rounds (random order within each round).
 
     One kernel call per round serves every reference, so a matmul timed against the copy and the dense layer
     costs three calls a round, not four. Returns one TimingRun per reference name, sharing the kernel's rounds.
-    ``flush_bytes`` (CPU): evict the caches before every timed call (module docstring); CUDA always flushes L2.
     """
     from harness.results.stats import DEFAULT_ROUNDS
 
@@ -283,13 +241,9 @@ def time_interleaved(
         raise InvalidArgument(f"min_rounds={min_rounds!r}, max_rounds={max_rounds!r}, expected 1 <= min <= max")
     if not target_ci > 0 or not max_seconds > 0:
         raise InvalidArgument(f"target_ci={target_ci!r}, max_seconds={max_seconds!r}, expected positive numbers")
-    if not isinstance(flush_bytes, int) or isinstance(flush_bytes, bool) or flush_bytes < 0:
-        raise InvalidArgument(f"flush_bytes={flush_bytes!r}, expected an int >= 0 (0: no flush on CPU)")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    timer: Callable[[Callable[[], object]], tuple[float, float]] = (
-        _CudaTimer(device) if cuda else _CpuTimer(flush_bytes)
-    )
+    timer: Callable[[Callable[[], object]], tuple[float, float]] = _CudaTimer(device) if cuda else _cpu_round
     calls = {"kernel": kernel, **references}
     for _ in range(warmup):
         for call in calls.values():

@@ -1,16 +1,13 @@
 """Re-run timing tests in a fresh process before a regression fails them.
 
-Why a fresh process: in 20-run gate checks of an unchanged tree (scripts/kernel_gate_check.py), the false
-alarms that survived an in-process re-time were slow for the life of one process: one case of one
-implementation slow by 1.7-2.5x through its re-time, or one run in which every pure-torch elementwise kernel
-sat 12-16% slower against the dense layer. Whatever the cause (scripts/reference_tracking_probe.py saw one
-kernel's ratios to every reference fall by 16-43% within one process after other kernels had run), it lasted
-as long as the process; a slower kernel is slower in any process. So a timing regression is measured again by
-a new interpreter running only the tests concerned, against the same baseline, and that measurement is the one
-recorded. In a later gate check this cleared 40 of 50 regressed results of unchanged runs; a slow spell of the
-whole machine, which the new process also sees, is not cleared (README, Kernel throughput).
+Why a fresh process: some false alarms on a shared machine last as long as the process that measured them (one
+case slow by 1.7-2.5x through its in-process re-time; docs/design.md), while a slower kernel is slower in any
+process. So a timing regression is measured again by a new interpreter running only the tests concerned,
+against the same baseline, and that measurement is the one recorded. A slow spell of the whole machine, which
+the new process also sees, is not cleared.
 
-This module builds and runs that process; harness.pytest_plugin decides when (``--fourbit-timing-reruns``).
+This module builds and runs that process; harness.timing.remeasure says when, and
+harness.pytest_plugin.reruns wires it into a run (``--fourbit-timing-reruns``).
 """
 
 from __future__ import annotations
@@ -125,19 +122,15 @@ def run_fresh(command: RerunCommand, targets: Sequence[str], timeout: float = DE
     return FreshRun(results)
 
 
-def _key(result: Result) -> tuple[str, str, str, str]:
-    return (result.suite, result.implementation, result.case, result.metric)
-
-
 def replace_with_reruns(first: Iterable[Result], reruns: Iterable[Result]) -> tuple[list[Result], list[Result]]:
     """``first`` with each result replaced by the re-run's result of the same suite, implementation, case and
     metric (the first measurement kept in ``extra["first_process"]``); returns (the new list, the results
     the re-run did not measure again, which are kept as they were)."""
-    fresh = {_key(r): r for r in reruns if r.kind != "aggregate" and r.verdict != "missing"}
+    fresh = {r.key: r for r in reruns if r.kind != "aggregate" and r.verdict != "missing"}
     replaced: list[Result] = []
     kept: list[Result] = []
     for result in first:
-        again = fresh.get(_key(result))
+        again = fresh.get(result.key)
         if again is None:
             replaced.append(result)
             kept.append(result)

@@ -24,6 +24,13 @@ from harness.checks.agreement import MIDPOINT_ULPS, PairAgreement, check_compara
 from harness.errors import ImplementationError
 from harness.pytest_plugin import pair_id
 
+# How the summary shows this suite (harness.results.records.SuiteSummary): its many metrics per pair are kept in
+# files; the terminal lists these, plus any that moved, and draws level and code agreement as a pair matrix.
+pytestmark = pytest.mark.fourbit_summary(
+    headline=("level_agreement", "code_agreement", "disagreements_off_midpoint", "max_abs_diff", "mean_abs_diff"),
+    pair_matrix=("level_agreement", "code_agreement"),
+)
+
 
 @dataclass(frozen=True)
 class Case:

@@ -1,0 +1,334 @@
+"""The record gate: the ``record`` fixture, the comparison of every recorded metric with the baseline on the spot,
+the run's implementation verdicts and missing entries at its end, and ``--update-baselines``.
+
+A metric that regressed fails the test that recorded it (after harness.pytest_plugin.reruns had its chance to
+measure it again); an implementation verdict that regressed fails the run. Baselines change only through
+``--update-baselines``, from the metrics of passing tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from harness.pytest_plugin import output
+from harness.pytest_plugin._options import add_option
+from harness.pytest_plugin.selection import pair_id
+
+if TYPE_CHECKING:
+    from harness.results.baselines import Baseline
+    from harness.results.records import Result
+    from harness.timing.remeasure import RemeasurePolicy
+
+__all__ = ["Recorder", "baseline_dir", "item_results", "policy", "record", "replace_item_results", "run_results"]
+
+
+@dataclass
+class _GateState:
+    baseline: Baseline | None = None
+    baseline_file: Path | None = None
+    machine: str | None = None
+    item_results: dict[str, list[Result]] = field(default_factory=dict)
+    """What each test recorded, in the order the tests ran (a fresh-process re-run replaces a test's list)."""
+    run_results: list[Result] = field(default_factory=list)
+    """Formed at the end of the run: implementation verdicts and missing entries."""
+    passed: set[str] = field(default_factory=set)
+    deselected: bool = False
+    aggregates: set[tuple[str, str]] = field(default_factory=set)
+    """(suite, metric) pairs whose implementations are also judged over all their cases (harness.results.aggregate)."""
+
+
+_STATE = pytest.StashKey[_GateState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fourbit-baselines", "fourbit: baselines and regression gating")
+    add_option(
+        group,
+        "--baseline-dir",
+        repeat_in_reruns=False,  # a re-run gets it as an absolute path (harness.pytest_plugin.reruns)
+        default=None,
+        metavar="DIR",
+        help="folder of baseline files, one per environment key (default: <rootdir>/baselines when it exists)",
+    )
+    add_option(
+        group,
+        "--update-baselines",
+        repeat_in_reruns=False,
+        action="store_true",
+        default=False,
+        help="write this run's metrics (of passing tests) into the baseline file instead of comparing",
+    )
+    add_option(
+        group,
+        "--fourbit-strict",
+        repeat_in_reruns=False,
+        action="store_true",
+        default=False,
+        help="metrics without a baseline (new) and baseline entries this run did not produce (missing) fail",
+    )
+
+
+class _PassedTests:
+    """Remembers which tests passed: only their metrics may be written into a baseline."""
+
+    def __init__(self, state: _GateState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and report.passed:
+            self.state.passed.add(report.nodeid)
+        elif report.failed:
+            self.state.passed.discard(report.nodeid)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STATE] = _GateState()
+    config.pluginmanager.register(_PassedTests(config.stash[_STATE]), "fourbit-passed-tests")
+    config.addinivalue_line(
+        "markers",
+        "fourbit_aggregate(metric): also judge each implementation by the median change of this timing metric over "
+        "all its cases in the run (harness.results.aggregate)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- what others read
+
+
+def baseline_dir(config: pytest.Config) -> Path | None:
+    """``--baseline-dir``, else ``<rootdir>/baselines`` when it exists, else None (nothing to compare with)."""
+    explicit = config.getoption("baseline_dir")
+    if explicit:
+        return Path(explicit)
+    default = Path(config.rootpath) / "baselines"
+    return default if default.is_dir() else None
+
+
+def policy(config: pytest.Config) -> RemeasurePolicy:
+    """The run's re-measurement policy (harness.timing.remeasure), from its options."""
+    from harness.timing.remeasure import RemeasurePolicy
+
+    return RemeasurePolicy(
+        fresh_process_reruns=int(config.getoption("fourbit_timing_reruns")),
+        strict=bool(config.getoption("fourbit_strict")),
+    )
+
+
+def item_results(config: pytest.Config, nodeid: str) -> list[Result]:
+    """What test ``nodeid`` recorded (empty when nothing)."""
+    return list(config.stash[_STATE].item_results.get(nodeid, ()))
+
+
+def replace_item_results(config: pytest.Config, nodeid: str, results: list[Result]) -> None:
+    """Put a re-measurement of test ``nodeid`` in the place of what it recorded."""
+    config.stash[_STATE].item_results[nodeid] = list(results)
+
+
+def run_results(config: pytest.Config) -> list[Result]:
+    """Every result of the run: each test's records in the order the tests ran, then the implementation verdicts
+    and the missing entries formed at its end."""
+    state = config.stash[_STATE]
+    return [r for results in state.item_results.values() for r in results] + state.run_results
+
+
+def _timing_machine(config: pytest.Config) -> str:
+    """This machine as timing baselines know it (harness.results.environment.timing_machine), computed once."""
+    state = config.stash[_STATE]
+    if state.machine is None:
+        from harness.results.environment import environment_fingerprint, timing_machine
+
+        state.machine = timing_machine(environment_fingerprint())
+    return state.machine
+
+
+# ---------------------------------------------------------------------------------------------- the session
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Read this environment's baseline once; a corrupt or unreadable file stops the run as a usage error."""
+    from harness.errors import BaselineFormatError
+    from harness.results.baselines import Baseline, baseline_path, load_baseline
+    from harness.results.environment import environment_key
+
+    config = session.config
+    state = config.stash[_STATE]
+    directory = baseline_dir(config)
+    if directory is None:
+        return
+    key = environment_key()
+    state.baseline_file = baseline_path(directory, key)
+    if not state.baseline_file.exists():
+        state.baseline = Baseline(key) if config.getoption("update_baselines") else None
+        return
+    try:
+        state.baseline = load_baseline(state.baseline_file)
+    except BaselineFormatError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[_STATE]
+    for item in items:
+        for marker in item.iter_markers("fourbit_aggregate"):
+            if len(marker.args) != 1 or not isinstance(marker.args[0], str) or marker.kwargs:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.fourbit_aggregate{marker.args!r}, expected one metric name, "
+                    'e.g. @pytest.mark.fourbit_aggregate("over_dense")'
+                )
+            state.aggregates.add((item.path.parent.name, marker.args[0]))
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """A narrowed run (-k, -m, --deselect) only answers for the cases it ran (see missing_entries)."""
+    if items:
+        items[0].config.stash[_STATE].deselected = True
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A metric that regressed (or, under --fourbit-strict, has no baseline or stayed inconclusive) fails the test
+    that recorded it, once the re-runs (harness.pytest_plugin.reruns, an inner wrapper) are done."""
+    result: Any = yield
+    judge = policy(item.config)
+    bad = [r for r in item_results(item.config, item.nodeid) if judge.fails(r)]
+    if bad:
+        from harness.report.terminal import regression_message
+
+        pytest.fail("\n".join(regression_message(r) for r in bad), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Missing entries and implementation verdicts of a compared run, or the baseline of an updating one; a
+    plugin that failed to load, a failing implementation verdict, or (under --fourbit-strict) a missing entry
+    fails the run."""
+    from harness.pytest_plugin.selection import load_errors
+
+    config = session.config
+    state = config.stash[_STATE]
+    failed = bool(load_errors(config))
+    if state.baseline is not None and not config.getoption("update_baselines"):
+        from harness.results.compare import missing_entries
+
+        narrowed = (
+            state.deselected
+            or bool(config.getoption("keyword") or config.getoption("markexpr"))
+            or any("::" in str(arg) for arg in config.args)  # test ids named on the command line
+        )
+        produced = run_results(config)
+        scope: set[tuple[str, ...]] = {
+            (r.suite, r.implementation, r.case) if narrowed else (r.suite, r.implementation) for r in produced
+        }
+        aggregates = _aggregates(session)
+        missing = missing_entries(state.baseline, produced, scope)
+        state.run_results.extend(aggregates + missing)
+        judge = policy(config)
+        failed = failed or any(judge.fails_run(r) for r in aggregates)
+        failed = failed or bool(missing and config.getoption("fourbit_strict"))
+    if config.getoption("update_baselines"):
+        _write_baseline(config)
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def form_aggregates(config: pytest.Config, results: list[Result]) -> list[Result]:
+    """The implementation verdicts of the declared (suite, metric) pairs, formed from ``results``."""
+    from harness.results.aggregate import aggregate_timing
+    from harness.results.compare import DEFAULT_MIN_EFFECT
+
+    return [
+        aggregate
+        for suite, metric in sorted(config.stash[_STATE].aggregates)
+        for aggregate in aggregate_timing(results, suite, metric, min_effect=DEFAULT_MIN_EFFECT)
+    ]
+
+
+def _aggregates(session: pytest.Session) -> list[Result]:
+    """Implementation-level verdicts; a failing one is formed again from a fresh-process re-run
+    (harness.pytest_plugin.reruns) and, if it still regresses, fails the run (no single test did)."""
+    from harness.pytest_plugin.reruns import remeasure_aggregates
+    from harness.report.terminal import regression_message
+    from harness.results.aggregate import shared_shift
+    from harness.results.compare import DEFAULT_MIN_EFFECT
+
+    config = session.config
+    aggregates = remeasure_aggregates(session, form_aggregates(config, run_results(config)))
+    for message in [regression_message(r) for r in aggregates if r.verdict == "regressed"]:
+        output.note(config, message)
+    for message in shared_shift(aggregates, min_effect=DEFAULT_MIN_EFFECT):
+        output.note(config, message)
+    return aggregates
+
+
+def _write_baseline(config: pytest.Config) -> None:
+    """Fold the metrics of passing tests into this environment's baseline file (atomically)."""
+    from harness.results.baselines import Baseline, baseline_path, save_baseline, update_baseline
+    from harness.results.environment import environment_fingerprint, environment_key
+
+    state = config.stash[_STATE]
+    passed = [r for item, results in state.item_results.items() if item in state.passed for r in results]
+    left_out = sum(len(v) for k, v in state.item_results.items() if k not in state.passed)
+    if not passed:
+        output.note(config, "--update-baselines: no metrics from passing tests; baseline not written")
+        return
+    key = environment_key()
+    path = state.baseline_file or baseline_path(baseline_dir(config) or Path("baselines"), key)
+    baseline = state.baseline or Baseline(key)
+    count = update_baseline(baseline, passed, environment_fingerprint())
+    save_baseline(path, baseline)
+    note = f" ({left_out} metrics of failing tests left out)" if left_out else ""
+    output.note(config, f"baseline {path}: wrote {count} metrics{note}")
+
+
+class Recorder:
+    """The ``record`` fixture: ``record(metric, value, *, case=None, unit=, kind=, direction=, samples=,
+    ci_low=, ci_high=, tolerance=, data_hash=, extra=)`` stores a metric of the current test's implementation,
+    compared with the baseline on the spot (a regression fails this test when it returns).
+    ``record.preview(...)`` compares without storing, for a test that re-measures an ambiguous timing once."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        callspec = getattr(request.node, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        implementation = getattr(params.get("quantizer"), "name", None)
+        pair = params.get("quantizer_pair")
+        if isinstance(pair, tuple) and len(pair) == 2:
+            implementation = pair_id(pair[0].name, pair[1].name)
+        self.implementation = implementation if isinstance(implementation, str) else "-"
+        self.suite = request.node.path.parent.name
+
+    def preview(self, metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
+        from harness.results.records import Result
+
+        config = self._request.config
+        result = Result(
+            suite=self.suite,
+            case=case or self._request.node.name,
+            implementation=self.implementation,
+            metric=metric,
+            value=value,
+            **fields,
+        )
+        if config.getoption("update_baselines"):
+            return result
+        from harness.results.compare import apply_verdict
+
+        return apply_verdict(result, config.stash[_STATE].baseline, _timing_machine(config))
+
+    def __call__(self, metric: str, value: float, *, case: str | None = None, **fields: Any) -> Result:
+        result = self.preview(metric, value, case=case, **fields)
+        node = self._request.node
+        self._request.config.stash[_STATE].item_results.setdefault(node.nodeid, []).append(result)
+        node.user_properties.append((f"fourbit:{result.case}:{metric}", result.value))
+        return result
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Recorder:
+    """Record a metric of the current test's implementation (see :class:`Recorder`)."""
+    return Recorder(request)

@@ -1,0 +1,193 @@
+"""What a run shows and writes: the ``fourbit summary`` at the end of the terminal output, ``--fourbit-json``,
+``--fourbit-md`` (also appended to ``$GITHUB_STEP_SUMMARY``) and ``--fourbit-plots``.
+
+Other plugins add one-line notes for the summary through :func:`note`; suites declare how their results are
+summarised with ``pytestmark = pytest.mark.fourbit_summary(headline=(...), pair_matrix=...)``
+(harness.results.records.SuiteSummary), which the result file keeps for ``fourbit report``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from harness.pytest_plugin._options import add_option
+from harness.pytest_plugin.selection import item_key, load_errors
+
+if TYPE_CHECKING:
+    from harness.report.model import Outcome, RunSummary
+    from harness.results.records import SuiteSummary
+
+__all__ = ["note", "run_summary"]
+
+
+@dataclass
+class _OutputState:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    suites: dict[str, SuiteSummary] = field(default_factory=dict)
+
+
+_STATE = pytest.StashKey[_OutputState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fourbit-output", "fourbit: reports")
+    add_option(
+        group,
+        "--fourbit-json",
+        repeat_in_reruns=False,
+        default=None,
+        metavar="PATH",
+        help="write the run's results as JSON",
+    )
+    add_option(
+        group,
+        "--fourbit-md",
+        repeat_in_reruns=False,
+        default=None,
+        metavar="PATH",
+        help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)",
+    )
+    add_option(
+        group,
+        "--fourbit-plots",
+        repeat_in_reruns=False,
+        default=None,
+        metavar="DIR",
+        help="write PNG plots of the results into DIR",
+    )
+
+
+class _Outcomes:
+    """Collects each test's outcome under its implementation and property (harness.pytest_plugin.selection)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from harness.report.model import Outcome
+
+        key = item_key(self.config, report.nodeid)
+        if key is None or not (report.when == "call" or report.outcome != "passed"):
+            return
+        outcomes = self.config.stash[_STATE].outcomes
+        previous = outcomes.get(report.nodeid)
+        if previous is not None and previous.outcome == "failed":
+            return  # a teardown after a failed call must not turn it into a pass
+        outcome = "xfailed" if report.skipped and hasattr(report, "wasxfail") else report.outcome
+        outcomes[report.nodeid] = Outcome(key.implementation, key.prop, outcome, key.suite)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STATE] = _OutputState()
+    config.pluginmanager.register(_Outcomes(config), "fourbit-outcomes")
+    config.addinivalue_line(
+        "markers",
+        "fourbit_summary(headline=(metric, ...), pair_matrix=metric or (metric, ...)): how the end-of-run summary "
+        "shows this suite's results (the metrics a wide suite shows in the terminal; metrics of pairs drawn as a "
+        "matrix)",
+    )
+
+
+def note(config: pytest.Config, message: str) -> None:
+    """A line for the end-of-run summary (each distinct line once)."""
+    notes = config.stash[_STATE].notes
+    if message not in notes:
+        notes.append(message)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Read each suite's ``fourbit_summary`` declaration (a bad one is a usage error naming the test)."""
+    from harness.errors import InvalidArgument
+    from harness.results.records import SuiteSummary
+
+    suites = config.stash[_STATE].suites
+    for item in items:
+        marker = item.get_closest_marker("fourbit_summary")
+        suite = item.path.parent.name
+        if marker is None or suite in suites:
+            continue
+        try:
+            if marker.args:
+                raise InvalidArgument(f"positional arguments {marker.args!r}, expected keywords")
+            suites[suite] = SuiteSummary(**marker.kwargs)
+        except (InvalidArgument, TypeError) as exc:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.fourbit_summary: {exc}; expected headline=(metric, ...), "
+                "pair_matrix=metric or (metric, ...)"
+            ) from None
+
+
+def run_summary(config: pytest.Config) -> RunSummary:
+    """Everything the end-of-run summary shows, as one record (harness.report.model.RunSummary)."""
+    from harness.pytest_plugin.gate import run_results
+    from harness.report.model import RunSummary
+
+    state = config.stash[_STATE]
+    return RunSummary(
+        outcomes=list(state.outcomes.values()),
+        results=run_results(config),
+        load_errors=load_errors(config),
+        suites=dict(state.suites),
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the files the run was asked for (after the record gate formed the run's last results)."""
+    from harness.report.markdown import render_markdown
+    from harness.results.environment import environment_fingerprint
+    from harness.results.files import save_results
+
+    config = session.config
+    summary = run_summary(config)
+    json_path = config.getoption("fourbit_json")
+    if json_path:
+        save_results(json_path, summary.results, environment_fingerprint(), suites=summary.suites)
+        note(config, f"results: {json_path}")
+    md_path = config.getoption("fourbit_md")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if md_path or step_summary:
+        markdown = render_markdown(summary)
+        if md_path:
+            Path(md_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(md_path).write_text(markdown, encoding="utf-8")
+            note(config, f"markdown summary: {md_path}")
+        if step_summary:
+            with open(step_summary, "a", encoding="utf-8") as handle:
+                handle.write(markdown)
+    plots_dir = config.getoption("fourbit_plots")
+    if plots_dir:
+        from harness.report.plots import write_plots
+
+        written = write_plots(summary.results, Path(plots_dir))
+        note(config, f"plots: {', '.join(str(p) for p in written) or 'none (no plottable results)'}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    summary = run_summary(config)
+    if not (summary.outcomes or summary.results or summary.load_errors):
+        return
+    from rich.console import Console
+
+    from harness.report.terminal import render_run
+
+    buffer = io.StringIO()
+    markup = bool(terminalreporter.hasmarkup)
+    console = Console(
+        file=buffer,
+        width=max(terminalreporter._tw.fullwidth, 120),
+        force_terminal=markup,
+        color_system="standard" if markup else None,
+        highlight=False,
+    )
+    console.print(render_run(summary))
+    for message in config.stash[_STATE].notes:
+        console.print(message, markup=False)
+    terminalreporter.section("fourbit summary", sep="=")
+    terminalreporter.write(buffer.getvalue())
