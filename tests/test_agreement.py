@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import DoubleQuant, QuantizedTensor, Quantizer
+from harness.checks import NotApplicable, double_quant_bound
 from harness.checks.agreement import (
     MIDPOINT_ULPS,
     PairAgreement,
@@ -24,7 +25,6 @@ from harness.checks.agreement import (
     ulp,
 )
 from harness.checks.inputs import InputRecipe
-from harness.checks.properties import NotApplicable, double_quant_bound
 from harness.formats.packing import pack_nibbles
 from harness.quantizers.reference import ReferenceQuantizer
 from harness.results.records import SuiteSummary

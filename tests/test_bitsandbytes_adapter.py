@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as torch_functional
 
-from harness.checks.properties import block_absmax, double_quant_bound, run_quantize
+from harness.checks import block_absmax, double_quant_bound, run_quantize
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency, PluginError
 from harness.formats.packing import unpack_nibbles
 from harness.registry import Registry

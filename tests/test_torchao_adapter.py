@@ -22,7 +22,7 @@ from torchao.quantization.quant_primitives import _DTYPE_TO_QVALUE_BOUNDS
 
 import harness.quantizers
 from harness.api import PACKING_HIGH_FIRST, PACKING_LOW_FIRST, QuantizedTensor
-from harness.checks.properties import CANONICAL_TOLERANCE, PropertyViolation, check_codebook
+from harness.checks import CANONICAL_TOLERANCE, PropertyViolation, check_codebook
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency
 from harness.formats import codebook as canonical_codebook
 from harness.formats.packing import unpack_nibbles

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from harness import Capabilities, ReferenceQuantizer
+from harness.checks import PropertyViolation
 from harness.checks.inputs import InputRecipe, edge_cases
-from harness.checks.properties import PropertyViolation
 from harness.checks.trials import Trial, for_each_input
 
 

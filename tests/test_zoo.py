@@ -3,7 +3,7 @@ property meant to catch its bug, every correct one passes whatever applies to it
 
 The suites run in two pytest subprocesses, started together (broken and correct zoo, ``--impl 'zoo-*'``,
 ``--fourbit-no-entry-points``), with per-test outcomes read back from ``--junitxml``. Unit-level tests
-then call ``harness.checks.properties.check_*`` directly to pin down what a violation message says.
+then call ``harness.checks.check_*`` directly to pin down what a violation message says.
 
 Harness false alarms found by the zoo would be listed in :data:`KNOWN_FALSE_ALARMS` (tolerated, with the
 reason and the proposed fix); the four it found are fixed and the list is empty. Every failure of a correct
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.checks import properties as p
+from harness import checks as p
 from harness.checks.inputs import InputRecipe
 from tests import zoo
 
@@ -43,7 +43,7 @@ KNOWN_FALSE_ALARMS: dict[tuple[str, str], str] = {}
 """Harness false alarms on correct quantizers, (name, test) -> reason and proposed fix; each runs as a strict
 xfail. The zoo found four (decode-consistency tolerance under cancelling affine terms, idempotence of
 integer-zero-point formats, scale invariance in blocks stored with scale 0, a storage perturbation that FP4
-undid); all four are fixed in harness/checks/properties.py and the list is empty."""
+undid); all four are fixed in harness/checks/ (values.py, scales.py, contract.py) and the list is empty."""
 
 INTERMITTENT_FALSE_ALARMS: dict[tuple[str, str], str] = {}
 """Tolerated in the suite run (they depend on hypothesis' draws); reproduced deterministically at unit level."""

@@ -7,7 +7,7 @@ and the arithmetic explain, and :func:`compare_pair` measures each:
   raw *code* agreement does not. Levels are compared by their rank among the codebook's distinct values,
   so codebooks that differ only by rounding (torchao's NF4 table has 4 decimals) still line up.
 * Where the levels differ, ``y = x / scale`` must lie within a few ulp of the compute dtype
-  (``properties.COMPUTE_ULPS``, the nearest-code tolerance) of a decision midpoint between them. Each
+  (``COMPUTE_ULPS``, the nearest-code tolerance) of a decision midpoint between them. Each
   side's level is judged against its *own* codebook's midpoints (so values between the two tables'
   midpoints are allowed) and against ``x / absmax`` or, under double quantization, ``x / its own stored
   scale`` (so 8-bit scales may move the decision). Disagreements explained only by the table or only by
@@ -33,14 +33,9 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, QuantizedTensor, Quantizer
-from harness.checks.properties import (
-    COMPUTE_ULPS,
-    OUTPUT_ULPS,
-    NotApplicable,
-    describe_element,
-    double_quant_bound,
-    max_half_gap,
-)
+from harness.checks._common import COMPUTE_ULPS, OUTPUT_ULPS, NotApplicable, describe_element
+from harness.checks.scales import double_quant_bound
+from harness.checks.values import max_half_gap
 from harness.formats.packing import packed_size
 from harness.quantizers.blockwise import absmax_per_block
 

@@ -17,14 +17,9 @@ import pytest
 import torch
 
 from harness.api import QuantizedTensor, Quantizer
+from harness.checks._common import NotApplicable, PropertyViolation, run_dequantize, run_quantize
+from harness.checks.contract import check_output_contract
 from harness.checks.inputs import InputRecipe, edge_cases, input_recipes
-from harness.checks.properties import (
-    NotApplicable,
-    PropertyViolation,
-    check_output_contract,
-    run_dequantize,
-    run_quantize,
-)
 
 __all__ = [
     "InputExclusion",

@@ -42,11 +42,9 @@ SCHEMA_VERSION = 1
 """Version of the baseline file layout this harness writes."""
 MAX_FOLDED_RUNS = 10
 """A timing baseline keeps the median ratios of this many most recent runs (its run-to-run spread): two
-sessions of five ``--update-baselines`` runs. The machine's state moves between sessions more than within one
-(gate checks here, unchanged tree against the same one-session baseline, median over runs of an
-implementation's median change of over_dense: ref-nf4 +0.4% in one session and +9.3% in a later one, the
-other implementations -0.8% and +3.3%), so a baseline folded from one session sits off centre for the next;
-folded from two, its median sits between them and its spread includes the move."""
+sessions of five ``--update-baselines`` runs. A machine's state moves between sessions more than within one,
+so a baseline folded from one session sits off centre for the next; folded from two, its median sits between
+them and its spread includes the move (docs/design.md, "Why a timing baseline folds two sessions")."""
 
 
 MIGRATIONS: dict[int, Migration] = {}

@@ -27,11 +27,10 @@ DEFAULT_MIN_EFFECT = 0.10
 """Timing: a ratio must move by more than this (and significantly) to count (docs/design.md, a 10% minimum
 effect)."""
 CONTENDED_CPU_SHARE = 0.85
-"""Timing: a run whose rounds got less than this share of their CPUs (``extra["cpu_share"]``, see
-harness.timing.clock.TimingRun.cpu_share) cannot show a regression: one that crosses the gate is ``inconclusive``.
-On the project's 2-core machine single-threaded timings got 0.97-1.0 of their CPU at load 1-3 (the kernel
-gate check's runs); at load 3, before the share was recorded, dequantize/copy ratios of an unchanged tree rose
-20-24%. The threshold sits below what a lightly shared machine gives."""
+"""Timing: a run whose rounds got less than this share of their CPUs (harness.timing.remeasure.TimingEvidence,
+from harness.timing.clock.TimingRun.cpu_share) cannot show a regression: one that crosses the gate is
+``inconclusive``. Single-threaded timings on a lightly shared machine get nearly all of their CPU, so the
+threshold sits below that (docs/design.md, "Re-time, contention and corroboration")."""
 
 
 def compare_result(result: Result, entry: BaselineEntry | None) -> Result:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import QuantizedTensor, Quantizer
-from harness.checks import properties as p
+from harness import checks as p
 from harness.checks.agreement import MIDPOINT_ULPS, PairAgreement, check_comparable, compare_pair, matmul_tolerance
 from harness.errors import ImplementationError
 from harness.pytest_plugin import pair_id

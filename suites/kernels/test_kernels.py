@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from harness.api import QuantizedTensor, Quantizer
-from harness.checks.properties import run_quantize
+from harness.checks import run_quantize
 from harness.quantizers.identity import IdentityQuantizer
 from harness.timing.clock import keep_freed_memory, torch_threads
 from harness.timing.kernel_cases import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness import Quantizer
-from harness.checks.properties import NotApplicable, check_codebook
+from harness.checks import NotApplicable, check_codebook
 
 
 def test_codebook(quantizer: Quantizer) -> None:

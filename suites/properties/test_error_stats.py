@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness import Quantizer, ReferenceQuantizer, error_stats
-from harness.checks.properties import run_dequantize, run_quantize
+from harness.checks import run_dequantize, run_quantize
 from harness.quantizers.reference import REFERENCE_FORMATS
 
 BLOCK_SIZES = (32, 64, 128, 256, 1024, 4096)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness import Quantizer
-from harness.checks import properties as p
+from harness import checks as p
 from harness.checks.inputs import InputRecipe
 from harness.checks.trials import Trial, cached_trial, for_each_input
 
