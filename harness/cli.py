@@ -28,30 +28,84 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def find_suites_dir(explicit: str | None = None) -> Path:
-    """The suites folder: --suites-dir, $FOURBIT_SUITES, ./suites, or the one beside the installed package."""
+    """The suites folder: --suites-dir, $FOURBIT_SUITES, ./suites (a checkout), the suites the installed package
+    carries (``harness/_suites``, mapped from the repository's suites/ at build time), or the checkout's suites/
+    beside the package (an editable install run from another folder)."""
     if explicit:
         if not (Path(explicit) / "properties").is_dir():
             raise UsageError(f"--suites-dir {explicit!r} has no properties/ suite, expected the repository's suites/")
         return Path(explicit)
+    from importlib.resources import files
+
+    shipped = str(files("harness").joinpath("_suites"))  # a real folder: the package is installed unzipped
     beside_package = str(Path(__file__).resolve().parents[1] / "suites")
-    for candidate in (os.environ.get("FOURBIT_SUITES"), "suites", beside_package):
+    for candidate in (os.environ.get("FOURBIT_SUITES"), "suites", shipped, beside_package):
         if candidate and (Path(candidate) / "properties").is_dir():
             return Path(candidate)
     raise UsageError("cannot find the suites/ folder; run from the repository root or pass --suites-dir DIR")
 
 
+_CLI_ONLY = ("--baseline-dir", "--update-baselines")
+"""Plugin options the CLI handles itself (the baseline folder's default depends on where the suites are)."""
+
+
+def cli_flag(pytest_flag: str) -> str:
+    """The ``fourbit run`` spelling of a plugin option: ``--fourbit-full-kernels`` is ``--full-kernels``."""
+    return pytest_flag.replace("--fourbit-", "--", 1)
+
+
 def _add_run_options(command: argparse.ArgumentParser) -> None:
+    """The suites, the CLI's own options, and every option of the pytest plugin under its CLI spelling
+    (harness.pytest_plugin._options declares them once; nothing is listed twice here)."""
+    from harness.pytest_plugin._options import all_declared_options
+
     command.add_argument("suites", nargs="*", metavar="SUITE", help=f"one of {', '.join(SUITES)} (default: all)")
-    command.add_argument("--impl", action="append", default=[], metavar="NAME", help="glob; repeatable")
-    command.add_argument("--quantizer", action="append", default=[], metavar="MODULE:ATTR", help="repeatable")
-    command.add_argument("--suites-dir", default=None, metavar="DIR")
-    command.add_argument("--baseline-dir", default=None, metavar="DIR", help="default: baselines/ beside suites/")
-    command.add_argument("--strict", action="store_true", help="new metrics and missing baseline entries fail")
-    command.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
-    command.add_argument("--md", default=None, metavar="PATH", help="write a Markdown summary")
+    command.add_argument("--suites-dir", default=None, metavar="DIR", help="default: ./suites, else the installed ones")
+    command.add_argument(
+        "--baseline-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of baseline files (default: baselines/ beside the suites of a checkout; for the installed "
+        "suites ./baselines when it exists, else the baseline shipped with the package, exact metrics only)",
+    )
     command.add_argument("--junit", default=None, metavar="PATH", help="write a JUnit XML report")
-    command.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots")
+    command.add_argument(
+        "--hypothesis-profile",
+        default=None,
+        metavar="NAME",
+        help="property suites: fourbit (default, 20 seeded examples a property) or fourbit-thorough (400)",
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in all_declared_options():
+        if option.flag in _CLI_ONLY:
+            continue
+        group = groups.get(option.group) or groups.setdefault(option.group, command.add_argument_group(option.group))
+        settings = {k: v for k, v in option.settings.items() if k in ("help", "metavar", "type")}
+        if option.takes == "flag":
+            group.add_argument(cli_flag(option.flag), dest=option.dest, action="store_true", **settings)
+        elif option.takes == "list":
+            group.add_argument(cli_flag(option.flag), dest=option.dest, action="append", default=[], **settings)
+        else:
+            group.add_argument(cli_flag(option.flag), dest=option.dest, default=None, **settings)
     command.epilog = "Arguments after -- go to pytest unchanged, e.g. fourbit run properties -- -x -k exact_zero"
+
+
+def _plugin_arguments(args: argparse.Namespace) -> list[str]:
+    """The pytest command-line arguments for the plugin options given to ``fourbit run``."""
+    from harness.pytest_plugin._options import all_declared_options
+
+    arguments: list[str] = []
+    for option in all_declared_options():
+        if option.flag in _CLI_ONLY:
+            continue
+        value = getattr(args, option.dest, None)
+        if option.takes == "flag":
+            arguments += [option.flag] if value else []
+        elif option.takes == "list":
+            arguments += [f"{option.flag}={item}" for item in value or ()]
+        elif value is not None:
+            arguments.append(f"{option.flag}={value}")
+    return arguments
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +171,39 @@ def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _baseline_arguments(args: argparse.Namespace, suites_dir: Path) -> list[str]:
+    """``--baseline-dir`` as given; else baselines/ beside the suites (a checkout, or suites of the user's own);
+    for the suites installed inside the package, ./baselines when it exists, otherwise none (the plugin then
+    gates the exact metrics with the shipped baseline, harness.pytest_plugin.gate) -- never a folder inside the
+    installed package."""
+    if args.baseline_dir:
+        return [f"--baseline-dir={args.baseline_dir}"]
+    if not _installed(suites_dir):
+        return [f"--baseline-dir={suites_dir.resolve().parent / 'baselines'}"]
+    return [f"--baseline-dir={Path('baselines').resolve()}"] if Path("baselines").is_dir() else []
+
+
+def _installed(suites_dir: Path) -> bool:
+    """Whether ``suites_dir`` is the copy of the suites inside the installed package (not a checkout's)."""
+    return Path(__file__).resolve().parent in suites_dir.resolve().parents
+
+
+def _installed_suites_arguments(suites_dir: Path) -> list[str]:
+    """For the suites inside the installed package: pytest's root at the suites folder (so their
+    known_failures.toml is found, whatever folder the run starts in), the settings a checkout's pyproject.toml
+    gives, and no cache written into the package."""
+    if not _installed(suites_dir):
+        return []
+    return [
+        f"--rootdir={suites_dir.resolve()}",
+        "-p",
+        "no:cacheprovider",
+        "--strict-markers",
+        "-o",
+        "xfail_strict=true",
+    ]
+
+
 def _run(args: argparse.Namespace, *, update_baselines: bool = False) -> int:
     import pytest
 
@@ -128,17 +215,13 @@ def _run(args: argparse.Namespace, *, update_baselines: bool = False) -> int:
     if absent:
         raise UsageError(f"suite {', '.join(map(repr, absent))} is not in {str(suites_dir)!r}")
     paths = [str(suites_dir / s) for s in (args.suites or [s for s in SUITES if (suites_dir / s).is_dir()])]
-    baseline_dir = args.baseline_dir or str(suites_dir.resolve().parent / "baselines")
     options = [
-        *(f"--impl={p}" for p in args.impl),
-        *(f"--quantizer={q}" for q in args.quantizer),
-        f"--baseline-dir={baseline_dir}",
+        *_plugin_arguments(args),
+        *_baseline_arguments(args, suites_dir),
         *(["--update-baselines"] if update_baselines or getattr(args, "update_baselines", False) else []),
-        *(["--fourbit-strict"] if args.strict else []),
-        *([f"--fourbit-json={args.json}"] if args.json else []),
-        *([f"--fourbit-md={args.md}"] if args.md else []),
         *([f"--junitxml={args.junit}"] if args.junit else []),
-        *([f"--fourbit-plots={args.plots}"] if args.plots else []),
+        *([f"--hypothesis-profile={args.hypothesis_profile}"] if args.hypothesis_profile else []),
+        *_installed_suites_arguments(suites_dir),
     ]
     code = int(pytest.main([*paths, *options, *args.pytest_args]))
     if code == pytest.ExitCode.USAGE_ERROR:
@@ -153,8 +236,10 @@ def _console() -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    """A saved run rendered as at its end, following the suites' declarations stored in the file."""
+    """A saved run rendered as at its end, following the suites' declarations stored in the file, its failed
+    tests first; exit 1 when a test failed (or errored) or a result regressed."""
     from harness.report import RunSummary, render_run
+    from harness.report.terminal import render_failures, render_outcome_counts
     from harness.results.files import load_run
 
     run = load_run(args.results)
@@ -162,20 +247,48 @@ def _report(args: argparse.Namespace) -> int:
     commit = (run.environment.get("git") or {}).get("commit", "?")
     torch_version = (run.environment.get("libraries") or {}).get("torch", "?")
     console.print(f"{args.results}: {len(run.results)} results; torch {torch_version}, commit {commit}", markup=False)
-    console.print(render_run(RunSummary(results=run.results, suites=run.suites)))
-    return EXIT_FAILED if any(r.verdict == "regressed" for r in run.results) else EXIT_OK
+    if not run.stores_outcomes:
+        note = f"schema {run.schema_version}, written before result files kept them: pass/fail unknown"
+        console.print(f"{args.results} holds no test outcomes ({note})", markup=False, soft_wrap=True)
+    summary = RunSummary(outcomes=run.outcomes, results=run.results, suites=run.suites)
+    failures = render_failures(summary.outcomes)
+    if failures is not None:
+        console.print(failures)
+    console.print(render_run(summary))
+    if summary.outcomes:
+        console.print(render_outcome_counts(summary.outcomes))
+    return EXIT_FAILED if summary.failures or summary.regressed else EXIT_OK
 
 
 def _compare(args: argparse.Namespace) -> int:
+    """Two saved runs: the properties whose tests' outcomes changed (passed -> failed is a regression), then each
+    metric judged against the old run; exit 1 on a regression of either, 2 when the runs have nothing in common."""
     from harness.report import render_comparison
-    from harness.results.compare import compare_runs
+    from harness.report.terminal import describe_run, render_outcome_changes
+    from harness.results.compare import compare_outcomes, compare_runs, shared_keys
     from harness.results.files import load_run
 
     old = load_run(args.old)
     new = load_run(args.new)
+    if not shared_keys(old.results, old.outcomes, new.results, new.outcomes):
+        raise UsageError(
+            f"{args.old} and {args.new} have nothing in common: {args.old} holds "
+            f"{describe_run(old.results, old.outcomes)}, {args.new} {describe_run(new.results, new.outcomes)}"
+        )
+    console = _console()
+    changes = compare_outcomes(old.outcomes, new.outcomes)
+    shown = render_outcome_changes(changes, old_label=args.old, new_label=args.new)
+    if shown is not None:
+        console.print(shown)
+    for label, run in ((args.old, old), (args.new, new)):
+        if not run.stores_outcomes:
+            line = f"test outcomes not compared: {label} holds none (schema {run.schema_version})"
+            console.print(line, markup=False, soft_wrap=True)
     compared = compare_runs(old.results, new.results)
-    _console().print(render_comparison(compared, old_label=args.old, new_label=args.new, suites=new.suites))
-    return EXIT_FAILED if any(r.verdict == "regressed" for r in compared) else EXIT_OK
+    if compared or not changes:
+        console.print(render_comparison(compared, old_label=args.old, new_label=args.new, suites=new.suites))
+    regressed = any(c.change == "regressed" for c in changes) or any(r.verdict == "regressed" for r in compared)
+    return EXIT_FAILED if regressed else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import fnmatch
 import functools
 import importlib
+import importlib.util
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from harness.api import Capabilities, FormatSpec, Quantizer
@@ -105,14 +108,44 @@ def _instantiate(obj: object, source: str) -> list[object]:
     return [obj]
 
 
+def _import_target(module_name: str) -> Any:
+    """The module of a ``--quantizer`` spec: a Python file (``path/to/quant.py``, imported under its stem), or a
+    module importable from sys.path or, failing that, from the current folder (as ``python -m`` would find it)."""
+    if module_name.endswith(".py"):
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file {str(path)!r}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{str(path)!r} cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module  # dataclasses and pickling look a class's module up by name
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(path.stem, None)
+            raise
+        return module
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        here = str(Path.cwd())
+        top = module_name.split(".")[0]
+        if exc.name != top or here in sys.path or not any(Path(here, top + s).exists() for s in (".py", "")):
+            raise
+        sys.path.insert(0, here)
+        return importlib.import_module(module_name)
+
+
 def resolve_spec(spec: str) -> object:
-    """Import ``module:attr`` (attr may be dotted). A malformed spec is a UsageError; import failures a PluginError."""
+    """Import ``module:attr`` or ``path/to/file.py:attr`` (attr may be dotted). A malformed spec is a UsageError;
+    import failures a PluginError."""
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise UsageError(f"--quantizer {spec!r}: expected MODULE:ATTR, e.g. mypkg.quant:MyQuantizer")
+        raise UsageError(f"--quantizer {spec!r}: expected MODULE:ATTR or FILE.py:ATTR, e.g. mypkg.quant:MyQuantizer")
     module_name, attr_path = spec.split(":")
     source = f"--quantizer {spec}"
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = _import_target(module_name)
     except Exception as exc:
         raise PluginError(source, f"import {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     for part in attr_path.split("."):
@@ -218,8 +251,10 @@ class Registry:
         known = [*self.implementations, *self.unavailable]
         unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in known)]
         if unknown:
+            failed = "".join(f"; {e.source} failed to load: {e.error}" for e in self.errors)
             raise UsageError(
                 f"--impl {', '.join(map(repr, unknown))} matches no implementation; known: {', '.join(sorted(known))}"
+                + failed
             )
         return [
             impl

@@ -245,3 +245,110 @@ def test_run_of_an_unknown_or_absent_suite_is_a_usage_error(tmp_path: Path, caps
     assert "unknown suite 'nosuchsuite'" in _error_line(capsys)
     assert main(["run", "kernels", "--suites-dir", str(tmp_path / "suites")]) == 2
     assert "suite 'kernels' is not in" in _error_line(capsys)
+
+
+# ------------------------------------------------------------------------------------------ test outcomes
+
+
+def _outcomes(failed: str | None = None) -> list:
+    """The test outcomes of the run of ``_results()``: exact_zero passed (or failed with the message given), packing
+    passed."""
+    from harness.results.records import TestOutcome
+
+    node = "properties/test_values.py::test_{}[ref-nf4]"
+    exact_zero = "passed" if failed is None else "failed"
+    return [
+        TestOutcome(
+            "ref-nf4", "exact_zero", exact_zero, "properties", nodeid=node.format("exact_zero"), message=failed or ""
+        ),
+        TestOutcome("ref-nf4", "packing", "passed", "properties", nodeid=node.format("packing")),
+    ]
+
+
+def test_report_lists_failed_tests_first_and_exits_1(tmp_path: Path, capsys: CaptureStr) -> None:
+    failed = _outcomes("Failed: 0.0 -> 0.0039 (code 7)")
+    path = save_results(tmp_path / "results.json", _results(), ENVIRONMENT, outcomes=failed)
+    assert main(["report", str(path)]) == 1  # every metric ok, yet a test failed
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    failures = next(i for i, line in enumerate(lines) if "fourbit: FAILED TESTS (1 failed)" in line)
+    matrix = next(i for i, line in enumerate(lines) if line.startswith("┃ property"))  # the verdict matrix
+    metrics = next(i for i, line in enumerate(lines) if "fourbit properties: metrics" in line)
+    assert failures < matrix < metrics
+    assert "test_values.py::test_exact_zero[ref-nf4]" in out and "Failed: 0.0 -> 0.0039 (code 7)" in out
+    assert out.splitlines()[-1] == "tests: 1 passed, 1 failed"
+
+    path = save_results(tmp_path / "results.json", _results(), ENVIRONMENT, outcomes=_outcomes())
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "FAILED TESTS" not in out and out.splitlines()[-1] == "tests: 2 passed"
+
+
+def test_report_of_a_file_older_than_outcomes_says_it_holds_none(tmp_path: Path, capsys: CaptureStr) -> None:
+    import json
+
+    document = {"schema_version": 2, "environment": ENVIRONMENT, "results": [r.as_json() for r in _results()]}
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    assert main(["report", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[1]
+        == f"{path} holds no test outcomes (schema 2, written before result files kept them: pass/fail unknown)"
+    )
+
+
+def test_report_of_a_malformed_outcome_is_one_error_line(tmp_path: Path, capsys: CaptureStr) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"schema_version": 3, "results": [], "outcomes": [{"nodeid": "t", "outcome": "won"}]}')
+    assert main(["report", str(path)]) == 2
+    line = _error_line(capsys)
+    assert str(path) in line and "outcomes[0] is malformed (TestOutcome.outcome='won', expected one of (" in line
+
+
+def test_compare_exits_1_when_a_passing_property_now_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: CaptureStr
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_results("old.json", _results(), ENVIRONMENT, outcomes=_outcomes())
+    save_results("new.json", _results(), ENVIRONMENT, outcomes=_outcomes("Failed: boom"))
+    assert main(["compare", "old.json", "new.json"]) == 1  # the metrics are unchanged
+    out = capsys.readouterr().out
+    assert out.index("fourbit compare: test outcomes old.json -> new.json") < out.index(
+        "fourbit compare: old.json -> new.json"
+    )
+    regression = next(line for line in out.splitlines() if "regressed" in line and "exact_zero" in line)
+    assert "passed" in regression and "failed" in regression and "Failed: boom" in out  # the new run's message
+    assert "test outcomes: 1 regressed, 1 unchanged" in out and "2 ok" in out
+
+    assert main(["compare", "new.json", "old.json"]) == 0  # the other way round it was fixed
+    assert "test outcomes: 1 fixed, 1 unchanged" in capsys.readouterr().out
+
+
+def test_compare_of_runs_with_nothing_in_common_is_a_usage_error(tmp_path: Path, capsys: CaptureStr) -> None:
+    from harness.results.records import TestOutcome
+
+    kernels = [Result("kernels", "4096x4096", "bnb-nf4", "dequantize_ratio", 1.25, kind="timing", samples=(1.25,))]
+    plain = [TestOutcome("bnb-nf4", "timing", "passed", "kernels", nodeid="kernels/test_k.py::test_timing[bnb-nf4]")]
+    old = save_results(tmp_path / "old.json", _results(), ENVIRONMENT, outcomes=_outcomes())
+    new = save_results(tmp_path / "new.json", kernels, ENVIRONMENT, outcomes=plain)
+    assert main(["compare", str(old), str(new)]) == 2
+    assert _error_line(capsys) == (
+        f"fourbit: error: {old} and {new} have nothing in common: {old} holds 2 results and 2 test outcomes "
+        f"(suite properties; implementation ref-nf4), {new} 1 result and 1 test outcome (suite kernels; "
+        "implementation bnb-nf4)"
+    )
+    empty = save_results(tmp_path / "empty.json", [], ENVIRONMENT)
+    assert main(["compare", str(empty), str(empty)]) == 2
+    assert "have nothing in common" in _error_line(capsys)
+
+
+def test_compare_with_a_file_older_than_outcomes_compares_the_metrics(tmp_path: Path, capsys: CaptureStr) -> None:
+    import json
+
+    old = tmp_path / "v2.json"
+    old.write_text(json.dumps({"schema_version": 2, "results": [r.as_json() for r in _results()]}), encoding="utf-8")
+    new = save_results(tmp_path / "new.json", _results(), ENVIRONMENT, outcomes=_outcomes("Failed: boom"))
+    assert main(["compare", str(old), str(new)]) == 0  # no outcome to regress from
+    out = capsys.readouterr().out
+    assert f"test outcomes not compared: {old} holds none (schema 2)" in out and "2 ok" in out

@@ -1,6 +1,6 @@
 """The plugin's baseline flow end to end, through pytester: write a baseline, compare with it, fail the test
-whose metric regressed, new and missing metrics, --fourbit-strict, a corrupt file, result files, known
-library failures, and implementations whose library is not installed.
+whose metric regressed, new and missing metrics, --fourbit-strict, a corrupt file, result files, the baseline
+shipped with the package, known library failures, and implementations whose library is not installed.
 
 The test project is a toy quantizer and two tests whose recorded values (and whether they fail) come from
 settings.json, so each run changes only what it is about.
@@ -13,14 +13,17 @@ import json
 import statistics
 import textwrap
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import harness
+from harness.pytest_plugin import gate
 from harness.report.markdown import render_markdown
 from harness.report.model import Outcome, RunSummary
 from harness.report.terminal import regression_message
-from harness.results.baselines import BaselineEntry, load_baseline, save_baseline
+from harness.results.baselines import Baseline, BaselineEntry, load_baseline, save_baseline
 from harness.results.compare import compare_result
 from harness.results.environment import environment_key
 from harness.results.files import load_results
@@ -110,14 +113,17 @@ class Project:
         }
         (self.path / "settings.json").write_text(json.dumps(document))
 
-    def run(self, *args: str, impl: str = IMPL, quantizer: str = "toyquant:toy_a") -> pytest.RunResult:
+    def run(
+        self, *args: str, impl: str = IMPL, quantizer: str = "toyquant:toy_a", baseline_dir: bool = True
+    ) -> pytest.RunResult:
+        """A run of the project; ``baseline_dir=False`` passes no --baseline-dir (the plugin picks the baseline)."""
         return self.pytester.runpytest(
             SUITE,
             "-p", "no:cacheprovider",
             "--fourbit-no-entry-points",
             "--quantizer", quantizer,
             "--impl", impl,
-            "--baseline-dir", str(self.baseline_dir),
+            *(["--baseline-dir", str(self.baseline_dir)] if baseline_dir else []),
             *args,
         )  # fmt: skip
 
@@ -301,6 +307,68 @@ def test_json_and_markdown_files(with_baseline: Project, monkeypatch: pytest.Mon
     markdown = md_path.read_text(encoding="utf-8")
     assert markdown == render_markdown(RunSummary(outcomes, results))
     assert step_summary.read_text(encoding="utf-8") == "earlier step\n" + markdown  # appended, not replaced
+
+
+# ------------------------------------------------------------------------------------------ the shipped baseline
+
+
+def _ship(project: Project, monkeypatch: pytest.MonkeyPatch, err: float) -> Path:
+    """A baseline shipped with the package (gate.shipped_baselines): an exact ``err`` of test_a, a timing ``other``
+    of test_b and a sampled metric no test records. Only the exact entry may be used."""
+    shipped = project.path / "installed" / "harness" / "_baselines"
+    key = environment_key()
+    entries = [
+        BaselineEntry(SUITE, CASE_A, IMPL, "err", err, kind="exact", direction="lower", unit="u"),
+        BaselineEntry(SUITE, CASE_B, IMPL, "other", 9.0, kind="timing", direction="lower", runs=(9.0, 9.0)),
+        BaselineEntry(SUITE, CASE_B, IMPL, "f1", 0.5, kind="sampled", direction="higher", samples=(0.5,)),
+    ]
+    file = save_baseline(shipped / f"{key}.json", Baseline(key, {}, {e.key: e for e in entries}))
+    monkeypatch.setattr(gate, "shipped_baselines", lambda: shipped)
+    return file
+
+
+def test_without_a_baseline_of_its_own_a_run_is_gated_by_the_shipped_exact_entries(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = _ship(project, monkeypatch, err=1.0)
+    before = shipped.read_bytes()
+    result = project.run(baseline_dir=False)
+    assert result.ret == pytest.ExitCode.OK, _output(result)
+    out = result.stdout.str()
+    assert gate.SHIPPED_NOTE in out
+    assert "baseline: 1 ok, 1 new" in out  # the timing entry of "other" and the sampled "f1" (not missing) left out
+
+    _ship(project, monkeypatch, err=0.5)  # lower is better: 1.0 regressed
+    result = project.run(baseline_dir=False)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, _output(result)
+    result.assert_outcomes(passed=1, failed=1)
+    _ship(project, monkeypatch, err=1.0)
+    assert shipped.read_bytes() == before  # read, never written
+
+
+def test_an_update_without_a_baseline_folder_writes_baselines_here_not_the_shipped_file(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = _ship(project, monkeypatch, err=0.5)
+    before = shipped.read_bytes()
+    result = project.run("--update-baselines", baseline_dir=False)
+    assert result.ret == pytest.ExitCode.OK, _output(result)
+    assert f"baseline {project.baseline_file}: wrote 2 metrics" in result.stdout.str()  # ./baselines, created
+    assert shipped.read_bytes() == before
+    entries = load_baseline(project.baseline_file).entries
+    assert {key: e.value for key, e in entries.items()} == {_key(CASE_A, "err"): 1.0, _key(CASE_B, "other"): 2.0}
+
+    result = project.run(baseline_dir=False)  # ./baselines exists now: the shipped file is not used
+    assert result.ret == pytest.ExitCode.OK, _output(result)
+    assert "baseline: 2 ok" in result.stdout.str() and gate.SHIPPED_NOTE not in result.stdout.str()
+
+
+def test_an_update_into_the_installed_package_is_a_usage_error(project: Project) -> None:
+    inside = Path(harness.__file__).resolve().parent / "_baselines_of_a_test"
+    result = project.run("--update-baselines", "--baseline-dir", str(inside), baseline_dir=False)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, _output(result)
+    assert "inside the installed fourbit-harness package" in result.stderr.str()
+    assert not inside.exists()
 
 
 # ------------------------------------------------------------------------------------------ known failures

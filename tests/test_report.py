@@ -11,13 +11,18 @@ from rich.console import Console, RenderableType
 from harness.report import RunSummary, render_markdown, render_pair_matrix
 from harness.report.model import Outcome, verdict_matrix
 from harness.report.terminal import (
+    describe_run,
     regression_message,
     render_comparison,
+    render_failures,
     render_metrics,
+    render_outcome_changes,
+    render_outcome_counts,
     render_regressions,
     render_run,
 )
-from harness.results.records import Result, SuiteSummary
+from harness.results.compare import compare_outcomes
+from harness.results.records import Result, SuiteSummary, TestOutcome
 
 OUTCOMES = [
     Outcome("ref-nf4", "exact_zero", "passed", "properties"),
@@ -504,3 +509,137 @@ def test_comparison_follows_the_new_runs_headline_and_counts_everything() -> Non
     assert "code_agreement" in text and "level_agreement" in text and "packed_agreement" not in text
     assert text.splitlines()[-1].startswith("1 ok, 1 regressed, 1 new (1 more not listed: outside their suite's")
     assert "packed_agreement" in _text(render_comparison(compared))  # undeclared: every metric
+
+
+# ------------------------------------------------------------------------------------------ outcomes of a saved run
+
+FAILING = [
+    TestOutcome(
+        "ref-nf4", "exact_zero", "passed", "properties", nodeid="properties/test_values.py::test_exact_zero[ref-nf4]"
+    ),
+    TestOutcome(
+        "zoo-x",
+        "exact_zero",
+        "failed",
+        "properties",
+        nodeid="properties/test_values.py::test_exact_zero[zoo-x]",
+        message="Failed: 0.0 -> 0.0039 (code 7)",
+    ),
+    TestOutcome(
+        "zoo-x",
+        "packing",
+        "error",
+        "properties",
+        nodeid="properties/test_packing.py::test_packing[zoo-x]",
+        message="error in setup: RuntimeError: no device",
+    ),
+    TestOutcome(
+        "",
+        "test_plain",
+        "failed",
+        "other",
+        nodeid="other/test_plain.py::test_plain",
+        message="AssertionError: [bold]x[/bold]\nassert 1 == 2",
+    ),
+    TestOutcome(
+        "bnb-fp4", "exact_zero", "xfailed", "properties", nodeid="properties/test_values.py::test_exact_zero[bnb-fp4]"
+    ),
+]
+
+EXPECTED_FAILURES = """\
+                             fourbit: FAILED TESTS (2 failed, 1 error)                              
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃ test                            ┃ implementation ┃ property   ┃ message                          ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ properties/test_values.py::test │ zoo-x          │ exact_zero │ Failed: 0.0 -> 0.0039 (code 7)   │
+│ _exact_zero[zoo-x]              │                │            │                                  │
+│ properties/test_packing.py::tes │ zoo-x          │ packing    │ error in setup: RuntimeError: no │
+│ t_packing[zoo-x]                │                │            │ device                           │
+│ other/test_plain.py::test_plain │ -              │ test_plain │ AssertionError: [bold]x[/bold]   │
+│                                 │                │            │ assert 1 == 2                    │
+└─────────────────────────────────┴────────────────┴────────────┴──────────────────────────────────┘
+"""
+
+
+def test_failed_tests_table_lists_failures_and_errors_verbatim() -> None:
+    table = render_failures(FAILING)
+    assert table is not None
+    assert _text(table) == EXPECTED_FAILURES  # a message is not read as markup
+    assert render_failures(FAILING[:1]) is None
+    assert _text(render_outcome_counts(FAILING)) == "tests: 1 passed, 2 failed, 1 xfailed, 1 error\n"
+    assert _text(render_outcome_counts([])) == "tests: none\n"
+
+
+def test_the_verdict_matrix_folds_errors_and_xpasses() -> None:
+    outcomes = [Outcome("a", "p", "passed"), Outcome("a", "p", "error"), Outcome("b", "p", "xpassed")]
+    assert verdict_matrix(outcomes)[2] == {("a", "p"): "FAIL", ("b", "p"): "pass"}
+
+
+def test_tests_about_no_implementation_leave_the_summary_as_it_was() -> None:
+    plain = [Outcome("", "test_plain", "failed", "properties", nodeid="properties/test_x.py::test_plain")]
+    assert _text(render_run(RunSummary([*OUTCOMES, *plain], RESULTS))) == _text(
+        render_run(RunSummary(OUTCOMES, RESULTS))
+    )
+    assert render_markdown(RunSummary(plain)) == render_markdown(RunSummary())
+
+
+OLD_OUTCOMES = [
+    TestOutcome("zoo-x", "exact_zero", "passed", "properties", nodeid="n1"),
+    TestOutcome("ref-nf4", "packing", "failed", "properties", nodeid="n2"),
+    TestOutcome("ref-nf4", "exact_zero", "passed", "properties", nodeid="n3"),
+    TestOutcome("zoo-x", "packing", "skipped", "properties", nodeid="n4"),
+    TestOutcome("old-impl", "packing", "passed", "properties", nodeid="n5"),
+]
+NEW_OUTCOMES = [
+    TestOutcome(
+        "zoo-x",
+        "exact_zero",
+        "failed",
+        "properties",
+        nodeid="properties/test_values.py::test_exact_zero[zoo-x]",
+        message="Failed: 0.0 -> 0.0039",
+    ),
+    TestOutcome("zoo-x", "exact_zero", "failed", "properties", nodeid="n1-bf16", message="Failed"),
+    TestOutcome("ref-nf4", "packing", "passed", "properties", nodeid="n2"),
+    TestOutcome("ref-nf4", "exact_zero", "passed", "properties", nodeid="n3"),
+    TestOutcome("zoo-x", "packing", "passed", "properties", nodeid="n4"),
+    TestOutcome("new-impl", "packing", "passed", "properties", nodeid="n6"),
+]
+
+EXPECTED_OUTCOME_CHANGES = """\
+                        fourbit compare: test outcomes old.json -> new.json                         
+┏━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃ suite      ┃ implementation ┃ property   ┃ old     ┃ new    ┃ change    ┃ failing test           ┃
+┡━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ properties │ zoo-x          │ exact_zero │ passed  │ failed │ regressed │ properties/test_values │
+│            │                │            │         │        │           │ .py::test_exact_zero[z │
+│            │                │            │         │        │           │ oo-x]: Failed: 0.0 ->  │
+│            │                │            │         │        │           │ 0.0039 (and 1 more)    │
+│ properties │ ref-nf4        │ packing    │ failed  │ passed │ fixed     │                        │
+│ properties │ zoo-x          │ packing    │ skipped │ passed │ changed   │                        │
+│ properties │ new-impl       │ packing    │ -       │ passed │ new       │                        │
+│ properties │ old-impl       │ packing    │ passed  │ -      │ missing   │                        │
+└────────────┴────────────────┴────────────┴─────────┴────────┴───────────┴────────────────────────┘
+test outcomes: 1 regressed, 1 fixed, 1 changed, 1 new, 1 missing, 1 unchanged
+"""
+
+
+def test_outcome_changes_list_regressions_first_and_count_every_kind() -> None:
+    changes = compare_outcomes(OLD_OUTCOMES, NEW_OUTCOMES)
+    shown = render_outcome_changes(changes, old_label="old.json", new_label="new.json")
+    assert shown is not None
+    assert _text(shown) == EXPECTED_OUTCOME_CHANGES
+    unchanged = render_outcome_changes(compare_outcomes(OLD_OUTCOMES[2:3], OLD_OUTCOMES[2:3]))
+    assert unchanged is not None and _text(unchanged) == "test outcomes: 1 unchanged\n"
+    assert render_outcome_changes([]) is None
+
+
+def test_describe_run_names_what_a_file_holds() -> None:
+    assert describe_run([Result("kernels", "c", "a", "m", 1.0)], FAILING) == (
+        "1 result and 5 test outcomes (suites kernels, other, properties; implementations a, bnb-fp4, ref-nf4, zoo-x)"
+    )
+    assert describe_run([], []) == "0 results and 0 test outcomes"
+    many = [Outcome(f"impl-{i}", "p", "passed", "s") for i in range(6)]
+    assert describe_run([], many) == (
+        "0 results and 6 test outcomes (suite s; implementations impl-0, impl-1, impl-2, impl-3 and 2 more)"
+    )

@@ -18,6 +18,7 @@ import pytest
 
 from harness.errors import InvalidArgument, ResultFileFormatError
 from harness.results.files import (
+    OUTCOMES_SINCE_SCHEMA,
     RESULTS_SCHEMA_VERSION,
     SavedRun,
     load_results,
@@ -25,7 +26,7 @@ from harness.results.files import (
     save_results,
     write_json_atomically,
 )
-from harness.results.records import Result, SuiteSummary
+from harness.results.records import Result, SuiteSummary, TestOutcome
 
 REPO = Path(__file__).resolve().parents[1]
 ENVIRONMENT = {"python": "3.11.9", "libraries": {"torch": "2.13.0"}, "git": {"commit": "abc123", "dirty": False}}
@@ -72,8 +73,9 @@ def test_save_then_load_returns_every_field(tmp_path: Path) -> None:
 def test_the_file_layout_is_exactly_the_documented_one(tmp_path: Path) -> None:
     path = save_results(tmp_path / "results.json", [FULL], ENVIRONMENT)
     document = json.loads(path.read_text(encoding="utf-8"))
-    assert set(document) == {"schema_version", "environment", "results"}
-    assert document["schema_version"] == RESULTS_SCHEMA_VERSION
+    assert set(document) == {"schema_version", "environment", "results", "outcomes"}
+    assert document["schema_version"] == RESULTS_SCHEMA_VERSION == 3
+    assert document["outcomes"] == []  # none given
     (record,) = document["results"]
     assert set(record) == RECORD_FIELDS
     assert record["samples"] == list(FULL.samples)
@@ -159,6 +161,74 @@ def test_a_malformed_file_names_the_file_and_the_record(tmp_path: Path, document
 def test_a_missing_file_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(ResultFileFormatError, match="no such file"):
         load_results(tmp_path / "absent.json")
+
+
+# ------------------------------------------------------------------------------------------ test outcomes
+
+OUTCOMES = [
+    TestOutcome("ref-nf4", "exact_zero", "passed", "properties", nodeid="p/test_v.py::test_exact_zero[ref-nf4]"),
+    TestOutcome(
+        "zoo-x", "exact_zero", "failed", "properties", nodeid="p/test_v.py::test_exact_zero[zoo-x]", message="Failed: 0"
+    ),
+    TestOutcome(
+        "bnb-fp4", "packing", "skipped", "properties", nodeid="p/test_p.py::test_packing[bnb-fp4]", message="r"
+    ),
+    TestOutcome("", "test_plain", "xfailed", "other", nodeid="other/test_o.py::test_plain", message="known"),
+]
+
+
+def test_a_saved_run_keeps_its_tests_outcomes(tmp_path: Path) -> None:
+    path = save_results(tmp_path / "results.json", [FULL], ENVIRONMENT, outcomes=OUTCOMES)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["outcomes"][1] == {
+        "nodeid": "p/test_v.py::test_exact_zero[zoo-x]",
+        "suite": "properties",
+        "implementation": "zoo-x",
+        "property": "exact_zero",
+        "outcome": "failed",
+        "message": "Failed: 0",
+    }
+    run = load_run(path)
+    assert run == SavedRun(environment=ENVIRONMENT, results=[FULL], suites={}, outcomes=OUTCOMES)
+    assert run.stores_outcomes and run.schema_version == RESULTS_SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_file_older_than_outcomes_reads_as_one_without_them(tmp_path: Path, version: int) -> None:
+    document = {"schema_version": version, "environment": {"x": 1}, "results": [FULL.as_json()]}
+    run = load_run(_write_text(tmp_path / f"v{version}.json", json.dumps(document)))
+    assert (run.environment, run.results, run.outcomes, run.schema_version) == ({"x": 1}, [FULL], [], version)
+    assert not run.stores_outcomes and version < OUTCOMES_SINCE_SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "problem"),
+    [
+        ({}, "'outcomes' is malformed (dict), expected a list of test outcomes"),
+        (None, "'outcomes' is malformed (NoneType)"),
+        ([OUTCOMES[0].as_json(), 7], "outcomes[1] is malformed (TestOutcome record=7, expected an object)"),
+        ([{"outcome": "passed"}], "outcomes[0] is malformed (TestOutcome record lacks nodeid)"),
+        ([OUTCOMES[0].as_json() | {"outcome": "ok"}], "outcomes[0] is malformed (TestOutcome.outcome='ok', expected"),
+        (
+            [OUTCOMES[0].as_json() | {"message": 3}],
+            "outcomes[0] is malformed (TestOutcome.message=3, expected a string",
+        ),
+    ],
+    ids=["object", "null", "record-not-object", "no-nodeid", "bad-outcome", "message-number"],
+)
+def test_malformed_outcomes_name_the_file_and_the_index(tmp_path: Path, outcomes: Any, problem: str) -> None:
+    document = {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "outcomes": outcomes}
+    path = _write_text(tmp_path / "bad.json", json.dumps(document))
+    with pytest.raises(ResultFileFormatError) as excinfo:
+        load_run(path)
+    message = str(excinfo.value)
+    assert str(path) in message and problem in message and "\n" not in message
+
+
+def test_a_version_3_file_without_outcomes_is_malformed(tmp_path: Path) -> None:
+    path = _write_text(tmp_path / "bad.json", json.dumps({"schema_version": 3, "results": []}))
+    with pytest.raises(ResultFileFormatError, match="no 'outcomes' list, which schema 3 and later hold"):
+        load_run(path)
 
 
 # ------------------------------------------------------------------------------------------ suite declarations

@@ -13,7 +13,7 @@ And around them:
 
 * ``inputs.py``: edge cases and hypothesis strategies;
 * ``trials.py``: running checks over inputs;
-* ``agreement.py``: pairs of implementations;
+* ``agreement.py``: pairs of implementations, measured with ``levels.py`` (a codebook's decision cells, ulps);
 * ``metrics.py``: error statistics;
 * ``known_failures.py``: known library bugs.
 

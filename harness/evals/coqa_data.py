@@ -70,9 +70,10 @@ class CoqaStory:
 
 
 def default_coqa_path() -> Path:
-    """The shipped set, in the suites folder that ``fourbit run`` would use (``$FOURBIT_SUITES``, ./suites, or
-    the one beside the package), so a checkout and an editable install find the same file. Absolute, so it stays
-    valid if the caller changes directory."""
+    """The shipped set, in the suites folder that ``fourbit run`` would use (harness.cli.find_suites_dir:
+    ``$FOURBIT_SUITES``, ./suites, the suites an installed package carries, or the checkout's beside an editable
+    install), so a checkout, an editable install and a wheel each find their file. Absolute, so it stays valid
+    if the caller changes directory."""
     from harness.cli import find_suites_dir  # local: keeps the data module importable without the CLI's state
 
     return (find_suites_dir() / "accuracy" / "data" / SHIPPED_FILENAME).resolve()

@@ -60,7 +60,8 @@ DEFAULT_BLOCK_TOKENS = 64
 
 
 def default_sample_path() -> Path:
-    """The fixed text the suites ship (``suites/accuracy/data/fidelity_sample.txt``)."""
+    """The fixed text the suites ship (``suites/accuracy/data/fidelity_sample.txt``), in the suites folder that
+    ``fourbit run`` would use (harness.cli.find_suites_dir; an installed package carries it too)."""
     from harness.cli import find_suites_dir
 
     return (find_suites_dir() / "accuracy" / "data" / SAMPLE_FILENAME).resolve()

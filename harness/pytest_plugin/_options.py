@@ -7,12 +7,13 @@ the re-run's command line is derived from the declarations instead of a second t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
 
-__all__ = ["DeclaredOption", "add_option", "declared_options", "repeated_arguments"]
+__all__ = ["DeclaredOption", "add_option", "all_declared_options", "declared_options", "repeated_arguments"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class DeclaredOption:
     flag: str
     takes: Literal["flag", "value", "list"]
     repeat_in_reruns: bool
+    group: str = ""
+    """The option group's description (``fourbit: accuracy suite``), for a command line that lists them."""
+    settings: dict[str, Any] = field(default_factory=dict, compare=False)
+    """What was passed to ``addoption`` besides the flag (help, metavar, type, default, action)."""
 
 
 _DECLARED: dict[str, DeclaredOption] = {}
@@ -39,12 +44,40 @@ def add_option(group: Any, flag: str, *, repeat_in_reruns: bool, **kwargs: Any) 
     takes: Literal["flag", "value", "list"] = (
         "flag" if action == "store_true" else "list" if action == "append" else "value"
     )
-    _DECLARED[dest] = DeclaredOption(dest, flag, takes, repeat_in_reruns)
+    description = str(getattr(group, "description", "") or getattr(group, "name", ""))
+    _DECLARED[dest] = DeclaredOption(dest, flag, takes, repeat_in_reruns, description, dict(kwargs))
 
 
 def declared_options() -> dict[str, DeclaredOption]:
     """The options declared so far, by dest."""
     return dict(_DECLARED)
+
+
+class _Group:
+    def __init__(self, name: str, description: str) -> None:
+        self.name, self.description = name, description
+
+    def addoption(self, *names: str, **settings: Any) -> None:
+        """Declared through :func:`add_option`, which records it; nothing else to do without pytest."""
+
+
+class _Parser:
+    """Stands in for pytest's parser, so the plugin's ``pytest_addoption`` hooks can declare their options for a
+    command line that is not pytest's (the ``fourbit`` CLI)."""
+
+    def getgroup(self, name: str, description: str = "") -> _Group:
+        return _Group(name, description)
+
+
+def all_declared_options() -> list[DeclaredOption]:
+    """Every option of every part of the plugin (harness.pytest_plugin), in declaration order, without a pytest
+    session: each part's ``pytest_addoption`` is run against a stand-in parser."""
+    plugin = importlib.import_module("harness.pytest_plugin")
+    for name in plugin.pytest_plugins:
+        hook = getattr(importlib.import_module(name), "pytest_addoption", None)
+        if hook is not None:
+            hook(_Parser())
+    return list(_DECLARED.values())
 
 
 def repeated_arguments(config: pytest.Config) -> list[str]:

@@ -1,6 +1,12 @@
 """The record gate: the ``record`` fixture, the comparison of every recorded metric with the baseline on the spot,
 the run's implementation verdicts and missing entries at its end, and ``--update-baselines``.
 
+Which baseline: ``--baseline-dir`` (``fourbit run`` passes the checkout's or ``./baselines``); else
+``<rootdir>/baselines`` when it exists; else the file shipped with the installed package (``harness/_baselines``,
+mapped from the repository's baselines/ at build time), read-only and with only its exact entries: timing and
+sampled entries belong to the machine and the data that wrote them. An update writes into ``--baseline-dir`` or
+``<rootdir>/baselines``, else ``./baselines`` (created), never into the installed package.
+
 A metric that regressed fails the test that recorded it (after harness.pytest_plugin.reruns had its chance to
 measure it again); an implementation verdict that regressed fails the run. Baselines change only through
 ``--update-baselines``, from the metrics of passing tests.
@@ -24,7 +30,20 @@ if TYPE_CHECKING:
     from harness.results.records import Result
     from harness.timing.remeasure import RemeasurePolicy
 
-__all__ = ["Recorder", "baseline_dir", "item_results", "policy", "record", "replace_item_results", "run_results"]
+__all__ = [
+    "SHIPPED_NOTE",
+    "Recorder",
+    "baseline_dir",
+    "item_results",
+    "policy",
+    "record",
+    "replace_item_results",
+    "run_results",
+    "shipped_baselines",
+]
+
+SHIPPED_NOTE = "baseline: shipped with fourbit-harness (exact metrics only)"
+"""The summary line of a run compared with the shipped baseline."""
 
 
 @dataclass
@@ -53,7 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         repeat_in_reruns=False,  # a re-run gets it as an absolute path (harness.pytest_plugin.reruns)
         default=None,
         metavar="DIR",
-        help="folder of baseline files, one per environment key (default: <rootdir>/baselines when it exists)",
+        help="folder of baseline files, one per environment key (default: <rootdir>/baselines when it exists, else "
+        "the one shipped with fourbit-harness, exact metrics only; an update then writes ./baselines)",
     )
     add_option(
         group,
@@ -100,12 +120,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def baseline_dir(config: pytest.Config) -> Path | None:
-    """``--baseline-dir``, else ``<rootdir>/baselines`` when it exists, else None (nothing to compare with)."""
+    """``--baseline-dir``, else ``<rootdir>/baselines`` when it exists, else None: a compared run then uses the
+    shipped baseline (:func:`shipped_baselines`, exact metrics only) and an update writes ``./baselines`` (the
+    folder pytest was started in)."""
     explicit = config.getoption("baseline_dir")
     if explicit:
         return Path(explicit)
     default = Path(config.rootpath) / "baselines"
     return default if default.is_dir() else None
+
+
+def shipped_baselines() -> Path | None:
+    """The baseline folder the installed package carries (``harness/_baselines``), or None where there is none (a
+    checkout or an editable install: they have the repository's baselines/ itself)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("harness").joinpath("_baselines")))
+    return folder if folder.is_dir() else None
+
+
+def _in_installed_package(path: Path) -> bool:
+    import harness
+
+    package = Path(harness.__file__).resolve().parent
+    resolved = path.resolve()
+    return resolved == package or package in resolved.parents
 
 
 def policy(config: pytest.Config) -> RemeasurePolicy:
@@ -149,25 +188,52 @@ def _timing_machine(config: pytest.Config) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Read this environment's baseline once; a corrupt or unreadable file stops the run as a usage error."""
+    """Read this environment's baseline once (the shipped one, exact entries only, when the user has none); a
+    corrupt or unreadable file stops the run as a usage error, and so does an update aimed into the installed
+    package."""
     from harness.errors import BaselineFormatError
     from harness.results.baselines import Baseline, baseline_path, load_baseline
     from harness.results.environment import environment_key
 
     config = session.config
     state = config.stash[_STATE]
+    updating = bool(config.getoption("update_baselines"))
     directory = baseline_dir(config)
-    if directory is None:
-        return
     key = environment_key()
-    state.baseline_file = baseline_path(directory, key)
+    if directory is None and not updating:
+        _use_shipped_baseline(config, key)
+        return
+    state.baseline_file = baseline_path(directory or Path(config.invocation_params.dir) / "baselines", key)
+    if updating and _in_installed_package(state.baseline_file):
+        raise pytest.UsageError(
+            f"--update-baselines: {state.baseline_file} is inside the installed fourbit-harness package, whose "
+            "shipped baselines are read-only; pass --baseline-dir DIR (default: ./baselines)"
+        )
     if not state.baseline_file.exists():
-        state.baseline = Baseline(key) if config.getoption("update_baselines") else None
+        state.baseline = Baseline(key) if updating else None
         return
     try:
         state.baseline = load_baseline(state.baseline_file)
     except BaselineFormatError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _use_shipped_baseline(config: pytest.Config, key: str) -> None:
+    """Compare with the installed package's baseline for ``key``, if it ships one: its exact entries only (timing
+    and sampled entries belong to the machine and the data that wrote them), and never written."""
+    from harness.errors import BaselineFormatError
+    from harness.results.baselines import Baseline, baseline_path, load_baseline
+
+    folder = shipped_baselines()
+    if folder is None or not baseline_path(folder, key).is_file():
+        return
+    try:
+        shipped = load_baseline(baseline_path(folder, key))
+    except BaselineFormatError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    exact = {name: entry for name, entry in shipped.entries.items() if entry.kind == "exact"}
+    config.stash[_STATE].baseline = Baseline(shipped.environment_key, shipped.environment, exact)
+    output.note(config, SHIPPED_NOTE)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -277,7 +343,7 @@ def _write_baseline(config: pytest.Config) -> None:
         output.note(config, "--update-baselines: no metrics from passing tests; baseline not written")
         return
     key = environment_key()
-    path = state.baseline_file or baseline_path(baseline_dir(config) or Path("baselines"), key)
+    path = state.baseline_file or baseline_path(Path(config.invocation_params.dir) / "baselines", key)
     baseline = state.baseline or Baseline(key)
     count = update_baseline(baseline, passed, environment_fingerprint())
     save_baseline(path, baseline)

@@ -21,7 +21,7 @@ from harness.pytest_plugin.selection import item_key, load_errors
 
 if TYPE_CHECKING:
     from harness.report.model import Outcome, RunSummary
-    from harness.results.records import SuiteSummary
+    from harness.results.records import OutcomeName, SuiteSummary
 
 __all__ = ["note", "run_summary"]
 
@@ -29,6 +29,8 @@ __all__ = ["note", "run_summary"]
 @dataclass
 class _OutputState:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    tests: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """node id -> (suite, test name) of every collected test: what a test about no implementation is about."""
     notes: list[str] = field(default_factory=list)
     suites: dict[str, SuiteSummary] = field(default_factory=dict)
 
@@ -65,23 +67,83 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class _Outcomes:
-    """Collects each test's outcome under its implementation and property (harness.pytest_plugin.selection)."""
+    """Collects each test's outcome (harness.results.records.TestOutcome) with its node id and a short message,
+    under its implementation and property (harness.pytest_plugin.selection) when it is about one; and a module that
+    failed to collect, as an ``error``. A failure in setup or teardown is an ``error`` (unless the test itself
+    already failed), a skip keeps its reason, a known failure (xfail) its reason."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from harness.report.model import Outcome
-
-        key = item_key(self.config, report.nodeid)
-        if key is None or not (report.when == "call" or report.outcome != "passed"):
+        if report.when != "call" and report.outcome == "passed":
             return
         outcomes = self.config.stash[_STATE].outcomes
         previous = outcomes.get(report.nodeid)
-        if previous is not None and previous.outcome == "failed":
-            return  # a teardown after a failed call must not turn it into a pass
-        outcome = "xfailed" if report.skipped and hasattr(report, "wasxfail") else report.outcome
-        outcomes[report.nodeid] = Outcome(key.implementation, key.prop, outcome, key.suite)
+        if previous is not None and previous.failing:
+            return  # a teardown after a failed call must not hide the failure
+        if report.when != "call" and report.outcome == "skipped" and previous is not None:
+            return
+        name, message = _outcome_of(report)
+        outcomes[report.nodeid] = self._outcome(report.nodeid, name, message)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.config.stash[_STATE].outcomes[report.nodeid] = self._outcome(
+                report.nodeid, "error", _short("collection error: " + _crash_message(report))
+            )
+
+    def _outcome(self, nodeid: str, outcome: OutcomeName, message: str) -> Outcome:
+        from harness.report.model import Outcome
+
+        key = item_key(self.config, nodeid)
+        if key is not None:
+            implementation, prop, suite = key.implementation, key.prop, key.suite
+        else:
+            implementation, (suite, prop) = "", self.config.stash[_STATE].tests.get(nodeid) or _where(nodeid)
+        return Outcome(implementation, prop, outcome, suite, nodeid=nodeid, message=message)
+
+
+def _where(nodeid: str) -> tuple[str, str]:
+    """(suite, test name) of a node id: the folder of its file and the test without its parameters."""
+    path, _, rest = nodeid.partition("::")
+    return Path(path).parent.name, rest.split("[", 1)[0]
+
+
+_MESSAGE_LINES = 5
+
+
+def _short(text: str) -> str:
+    """The first lines of a message (harness.results.records.TestOutcome caps its length)."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return "\n".join(lines[:_MESSAGE_LINES]) + ("\n..." if len(lines) > _MESSAGE_LINES else "")
+
+
+def _crash_message(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """The failure's own message (a ``pytest.fail`` or an assertion's), else the last line of the report (a
+    collection error's exception)."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None)
+    if isinstance(message, str) and message.strip():
+        return message
+    text = report.longreprtext.strip()
+    last = text.splitlines()[-1] if text else ""
+    return last[2:].strip() if last.startswith("E ") else last  # pytest's "E   " marks an error line
+
+
+def _outcome_of(report: pytest.TestReport) -> tuple[OutcomeName, str]:
+    """The outcome of one phase of a test (not a passing setup or teardown), and its message."""
+    wasxfail = getattr(report, "wasxfail", None)
+    if report.skipped and wasxfail is not None:
+        return "xfailed", _short(wasxfail or _crash_message(report))
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext
+        return "skipped", _short(str(reason).removeprefix("Skipped: "))
+    if report.passed:
+        return ("xpassed", _short(wasxfail)) if wasxfail is not None else ("passed", "")
+    if report.when != "call":
+        return "error", _short(f"error in {report.when}: {_crash_message(report)}")
+    return "failed", _short(_crash_message(report))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -103,14 +165,17 @@ def note(config: pytest.Config, message: str) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Read each suite's ``fourbit_summary`` declaration (a bad one is a usage error naming the test)."""
+    """Read each suite's ``fourbit_summary`` declaration (a bad one is a usage error naming the test), and remember
+    the suite and name of every test (for the outcomes of tests about no implementation)."""
     from harness.errors import InvalidArgument
     from harness.results.records import SuiteSummary
 
-    suites = config.stash[_STATE].suites
+    state = config.stash[_STATE]
+    suites = state.suites
     for item in items:
-        marker = item.get_closest_marker("fourbit_summary")
         suite = item.path.parent.name
+        state.tests[item.nodeid] = (suite, _where(item.nodeid)[1])
+        marker = item.get_closest_marker("fourbit_summary")
         if marker is None or suite in suites:
             continue
         try:
@@ -148,7 +213,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     summary = run_summary(config)
     json_path = config.getoption("fourbit_json")
     if json_path:
-        save_results(json_path, summary.results, environment_fingerprint(), suites=summary.suites)
+        save_results(
+            json_path, summary.results, environment_fingerprint(), suites=summary.suites, outcomes=summary.outcomes
+        )
         note(config, f"results: {json_path}")
     md_path = config.getoption("fourbit_md")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -171,7 +238,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     summary = run_summary(config)
-    if not (summary.outcomes or summary.results or summary.load_errors):
+    if not (summary.property_outcomes or summary.results or summary.load_errors):
         return
     from rich.console import Console
 

@@ -1,6 +1,7 @@
 """The one summary model of a run, which the terminal (:mod:`~harness.report.terminal`) and the Markdown step
 summary (:mod:`~harness.report.markdown`) both render: test outcomes, recorded results, plugin load errors and
 the suites' own declarations of how their results are shown (:class:`~harness.results.records.SuiteSummary`).
+Only outcomes about an implementation enter the verdict matrices; failures are listed whatever they are about.
 
 Renderers know no suite by name: what differs between suites is declared by the suites and arrives here.
 """
@@ -11,19 +12,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from harness.results.records import Result, SuiteSummary
+from harness.results.records import Result, SuiteSummary, TestOutcome, fold_outcomes
+
+Outcome = TestOutcome
+"""One test's outcome under its implementation and property: the result file's record
+(:class:`harness.results.records.TestOutcome`), by the name the report has always used."""
 
 __all__ = ["Outcome", "RunSummary", "SuiteSection", "format_value", "verdict_counts", "verdict_matrix"]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One test's result for one implementation and one property."""
-
-    implementation: str
-    prop: str
-    outcome: str  # "passed" | "failed" | "skipped" | "xfailed" (a known library bug)
-    suite: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,9 +46,10 @@ class RunSummary:
     suites: Mapping[str, SuiteSummary] = field(default_factory=dict)
 
     def sections(self) -> list[SuiteSection]:
-        """One section per suite: suites with outcomes in the order they ran, then suites with results only."""
+        """One section per suite: suites with outcomes in the order they ran, then suites with results only.
+        A section's outcomes are those about an implementation (the verdict matrix): other tests have none."""
         outcomes: dict[str, list[Outcome]] = {}
-        for outcome in self.outcomes:
+        for outcome in self.property_outcomes:
             outcomes.setdefault(outcome.suite, []).append(outcome)
         results: dict[str, list[Result]] = {}
         for result in self.results:
@@ -71,6 +67,16 @@ class RunSummary:
         ]
 
     @property
+    def property_outcomes(self) -> list[Outcome]:
+        """The outcomes of tests about an implementation: what the verdict matrices show."""
+        return [o for o in self.outcomes if o.implementation]
+
+    @property
+    def failures(self) -> list[Outcome]:
+        """The tests that failed or errored, whatever they are about, in the order they ran."""
+        return [o for o in self.outcomes if o.failing]
+
+    @property
     def regressed(self) -> list[Result]:
         return [r for r in self.results if r.verdict == "regressed"]
 
@@ -83,13 +89,14 @@ class RunSummary:
         return verdict_counts(self.results)
 
 
-_FOLDED = {"failed": "FAIL", "xfailed": "known", "passed": "pass", "skipped": "skip"}
-"""Precedence when one property has several outcomes (dtypes, cases): a known bug is never hidden by a pass."""
+_LABELS = {"failed": "FAIL", "xfailed": "known", "passed": "pass", "skipped": "skip"}
+"""The matrix's word for each folded verdict (harness.results.records.fold_outcomes)."""
 
 
 def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
-    """Fold outcomes into one verdict per (implementation, property): FAIL if any case failed, known if a
-    known library bug failed as expected, pass if any passed, skip if every case was skipped."""
+    """Fold outcomes into one verdict per (implementation, property) (harness.results.records.fold_outcomes):
+    FAIL if any case failed or errored, known if a known library bug failed as expected, pass if any passed,
+    skip if every case was skipped."""
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
     implementations: list[str] = []
     props: list[str] = []
@@ -99,9 +106,7 @@ def verdict_matrix(outcomes: Iterable[Outcome]) -> tuple[list[str], list[str], d
         if o.prop not in props:
             props.append(o.prop)
         seen[(o.implementation, o.prop)].add(o.outcome)
-    verdicts: dict[tuple[str, str], str] = {}
-    for key, kinds in seen.items():
-        verdicts[key] = next(_FOLDED[k] for k in _FOLDED if k in kinds)
+    verdicts = {key: _LABELS[fold_outcomes(kinds)] for key, kinds in seen.items()}
     return implementations, props, verdicts
 
 

@@ -1,5 +1,6 @@
 """Rendering of a run in the terminal: the verdict matrix (implementations x properties), recorded metrics,
-regressions, implementation verdicts, pair matrices, plugin errors, and ``fourbit compare``'s table.
+regressions, implementation verdicts, pair matrices, plugin errors, a saved run's failed tests, and ``fourbit
+compare``'s tables (test outcomes, metrics).
 
 Everything here turns the summary model (:mod:`harness.report.model`) into rich renderables and knows no suite
 by name: a suite's own :class:`~harness.results.records.SuiteSummary` says what it wants shown. Tests render
@@ -9,6 +10,7 @@ into ``Console(file=io.StringIO(), width=100)`` and compare text.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -16,14 +18,21 @@ from rich.text import Text
 
 from harness.report.matrix import render_pair_matrix
 from harness.report.model import Outcome, RunSummary, format_value, verdict_counts, verdict_matrix
-from harness.results.records import VERDICTS, Result, SuiteSummary
+from harness.results.records import OUTCOMES, VERDICTS, Result, SuiteSummary
+
+if TYPE_CHECKING:
+    from harness.results.compare import OutcomeChange
 
 __all__ = [
+    "describe_run",
     "regression_message",
     "render_aggregates",
     "render_comparison",
+    "render_failures",
     "render_load_errors",
     "render_metrics",
+    "render_outcome_changes",
+    "render_outcome_counts",
     "render_regressions",
     "render_run",
     "render_verdicts",
@@ -39,6 +48,15 @@ _VERDICT_STYLE = {
     "missing": "yellow",
     "inconclusive": "magenta",
 }
+_OUTCOME_STYLE = {
+    "passed": "green",
+    "failed": "bold red",
+    "error": "bold red",
+    "skipped": "yellow",
+    "xfailed": "magenta",
+    "xpassed": "yellow",
+}
+_CHANGE_STYLE = {"regressed": "bold red", "fixed": "green", "changed": "yellow", "new": "cyan", "missing": "yellow"}
 
 
 def render_verdicts(outcomes: Iterable[Outcome], title: str = "fourbit: property verdicts") -> Table:
@@ -173,6 +191,94 @@ def render_comparison(
     if hidden:
         summary.append(f" ({hidden} more not listed: outside their suite's headline, neither regressed nor improved)")
     return Group(table, summary)
+
+
+def render_failures(outcomes: Iterable[Outcome]) -> Table | None:
+    """The tests that failed or errored, with their node ids and messages, first thing in ``fourbit report``
+    (None when there are none)."""
+    failing = [o for o in outcomes if o.failing]
+    if not failing:
+        return None
+    counts = {name: sum(o.outcome == name for o in failing) for name in ("failed", "error")}
+    what = ", ".join(
+        f"{count} {'errors' if name == 'error' and count > 1 else name}" for name, count in counts.items() if count
+    )
+    table = Table(title=f"fourbit: FAILED TESTS ({what})", title_style="bold red")
+    table.add_column("test", overflow="fold", ratio=1)
+    table.add_column("implementation", no_wrap=True)
+    table.add_column("property", no_wrap=True)
+    table.add_column("message", overflow="fold", ratio=1)
+    for o in failing:
+        table.add_row(Text(o.nodeid), Text(o.implementation or "-"), Text(o.prop or "-"), Text(o.message, style="red"))
+    return table
+
+
+def render_outcome_counts(outcomes: Iterable[Outcome]) -> Text:
+    """One line counting the tests' outcomes: ``tests: 8 passed, 1 failed, 2 skipped``."""
+    outcomes = list(outcomes)
+    line = Text("tests: ")
+    counts = [(name, sum(o.outcome == name for o in outcomes)) for name in OUTCOMES]
+    shown = [(name, count) for name, count in counts if count]
+    for index, (name, count) in enumerate(shown):
+        if index:
+            line.append(", ")
+        line.append(f"{count} {name}", style=_OUTCOME_STYLE[name])
+    if not shown:
+        line.append("none")
+    return line
+
+
+def describe_run(results: Sequence[Result], outcomes: Sequence[Outcome]) -> str:
+    """What a saved run holds, in a few words, for a message: ``2 results and 4 test outcomes (suite properties;
+    implementations ref-nf4, zoo-x)``."""
+    suites = sorted({r.suite for r in results} | {o.suite for o in outcomes})
+    implementations = sorted({r.implementation for r in results} | {o.implementation for o in outcomes} - {""})
+
+    def names(word: str, values: list[str]) -> str:
+        listed = ", ".join(values[:4]) + (f" and {len(values) - 4} more" if len(values) > 4 else "")
+        return f"{word}{'s' if len(values) > 1 else ''} {listed}" if values else f"no {word}"
+
+    where = f" ({names('suite', suites)}; {names('implementation', implementations)})" if suites else ""
+    counted = f"{len(results)} result{'' if len(results) == 1 else 's'} and {len(outcomes)} test outcome"
+    return f"{counted}{'' if len(outcomes) == 1 else 's'}{where}"
+
+
+def render_outcome_changes(
+    changes: Sequence[OutcomeChange], *, old_label: str = "old", new_label: str = "new"
+) -> Group | None:
+    """``fourbit compare``'s first table: the properties whose tests' outcomes changed, regressions first (with the
+    new run's first failing test and its message), then a line counting every kind of change; None when neither
+    run holds test outcomes."""
+    from harness.results.compare import OUTCOME_CHANGES
+
+    if not changes:
+        return None
+    order = {change: index for index, change in enumerate(OUTCOME_CHANGES)}
+    listed = sorted((c for c in changes if c.change != "unchanged"), key=lambda c: order[c.change])
+    parts: list[RenderableType] = []
+    if listed:
+        table = Table(title=f"fourbit compare: test outcomes {old_label} -> {new_label}")
+        for column in ("suite", "implementation", "property", "old", "new", "change", "failing test"):
+            table.add_column(column, overflow="fold")
+        for c in listed:
+            first = c.failures[0] if c.failures else None
+            failing = "" if first is None else f"{first.nodeid}: {first.message}"
+            if len(c.failures) > 1:
+                failing += f" (and {len(c.failures) - 1} more)"
+            table.add_row(
+                *(Text(field or "-") for field in (c.suite, c.implementation, c.prop, c.old, c.new)),
+                Text(c.change, style=_CHANGE_STYLE.get(c.change, "")),
+                Text(failing),
+            )
+        parts.append(table)
+    counts = {kind: sum(c.change == kind for c in changes) for kind in OUTCOME_CHANGES}
+    line = Text("test outcomes: ")
+    for index, kind in enumerate(kind for kind in OUTCOME_CHANGES if counts[kind]):
+        if index:
+            line.append(", ")
+        line.append(f"{counts[kind]} {kind}", style=_CHANGE_STYLE.get(kind, ""))
+    parts.append(line)
+    return Group(*parts)
 
 
 def render_load_errors(errors: Sequence[tuple[str, str]]) -> Table:

@@ -1,24 +1,30 @@
 """How a result is judged against a stored value: the rule of its kind (harness.results.stats), the hardware a
-timing was measured on, what a run did not produce, and two saved runs side by side."""
+timing was measured on, what a run did not produce, and two saved runs side by side: their metrics, and their
+tests' outcomes per property (:func:`compare_outcomes`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from harness.results.baselines import Baseline, BaselineEntry, baseline_key, entry_from_result
-from harness.results.records import Result
+from harness.results.records import Result, TestOutcome, fold_outcomes
 
 __all__ = [
     "CONTENDED_CPU_SHARE",
     "DEFAULT_EXACT_REL_TOL",
     "DEFAULT_MIN_EFFECT",
+    "OUTCOME_CHANGES",
+    "OutcomeChange",
+    "OutcomeChangeKind",
     "apply_verdict",
+    "compare_outcomes",
     "compare_result",
     "compare_runs",
     "missing_entries",
+    "shared_keys",
 ]
 
 DEFAULT_EXACT_REL_TOL = 1e-6
@@ -195,3 +201,90 @@ def compare_runs(old: Iterable[Result], new: Iterable[Result]) -> list[Result]:
     baseline = Baseline("compare", entries=old_entries)
     scope = {(entry.suite, entry.implementation) for entry in old_entries.values()}
     return compared + aggregates + missing_entries(baseline, new_results, scope)
+
+
+OutcomeChangeKind = Literal["regressed", "fixed", "changed", "new", "missing", "unchanged"]
+OUTCOME_CHANGES: tuple[OutcomeChangeKind, ...] = ("regressed", "fixed", "changed", "new", "missing", "unchanged")
+"""The kinds of :class:`OutcomeChange`, in the order ``fourbit compare`` lists them."""
+
+
+@dataclass(frozen=True)
+class OutcomeChange:
+    """One property's outcomes in two runs: ``old`` and ``new`` are each run's outcomes of its tests folded into
+    one (:func:`harness.results.records.fold_outcomes`; None: the run has no test of it).
+
+    ``change``: ``regressed`` when a test of it passed in the old run and none failed there, and a test of it fails
+    in the new run (fails the comparison); ``fixed`` the reverse (failed in the old run, passes and none fails in
+    the new one); ``changed`` another difference of the folded outcomes (skipped -> passed, a known failure ->
+    failed); ``new`` and ``missing``: in one run only; ``unchanged``. ``failures``: the new run's failing tests of
+    it (node id and message), for the listing."""
+
+    suite: str
+    implementation: str
+    prop: str
+    old: str | None
+    new: str | None
+    change: OutcomeChangeKind
+    failures: tuple[TestOutcome, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.suite, self.implementation, self.prop)
+
+
+def _by_key(outcomes: Iterable[TestOutcome]) -> dict[tuple[str, str, str], list[TestOutcome]]:
+    grouped: dict[tuple[str, str, str], list[TestOutcome]] = {}
+    for outcome in outcomes:
+        grouped.setdefault(outcome.key, []).append(outcome)
+    return grouped
+
+
+def _change(old: list[TestOutcome], new: list[TestOutcome]) -> OutcomeChangeKind:
+    def passes(outcomes: list[TestOutcome]) -> bool:
+        return any(o.outcome in ("passed", "xpassed") for o in outcomes) and not any(o.failing for o in outcomes)
+
+    if not old:
+        return "new"
+    if not new:
+        return "missing"
+    if passes(old) and any(o.failing for o in new):
+        return "regressed"
+    if any(o.failing for o in old) and passes(new):
+        return "fixed"
+    return "unchanged" if fold_outcomes(o.outcome for o in old) == fold_outcomes(o.outcome for o in new) else "changed"
+
+
+def compare_outcomes(old: Iterable[TestOutcome], new: Iterable[TestOutcome]) -> list[OutcomeChange]:
+    """Per (suite, implementation, property), how the tests' outcomes of ``new`` differ from those of ``old``
+    (:class:`OutcomeChange`): the new run's properties in the order they ran, then those only the old run had."""
+    old_by_key, new_by_key = _by_key(old), _by_key(new)
+    changes = []
+    for key in [*new_by_key, *(key for key in old_by_key if key not in new_by_key)]:
+        before, after = old_by_key.get(key, []), new_by_key.get(key, [])
+        changes.append(
+            OutcomeChange(
+                *key,
+                old=fold_outcomes(o.outcome for o in before) if before else None,
+                new=fold_outcomes(o.outcome for o in after) if after else None,
+                change=_change(before, after),
+                failures=tuple(o for o in after if o.failing),
+            )
+        )
+    return changes
+
+
+def shared_keys(
+    old_results: Iterable[Result],
+    old_outcomes: Iterable[TestOutcome],
+    new_results: Iterable[Result],
+    new_outcomes: Iterable[TestOutcome],
+) -> int:
+    """How many metrics (result keys, as :func:`compare_runs` pairs them) and properties (outcome keys) two runs
+    have in common; 0: the runs cannot be compared (different suites or implementations, or empty files)."""
+
+    def measured(results: Iterable[Result]) -> set[str]:
+        return {baseline_key(*r.key) for r in results if r.verdict != "missing" and r.kind != "aggregate"}
+
+    results = measured(old_results) & measured(new_results)
+    outcomes = {o.key for o in old_outcomes} & {o.key for o in new_outcomes}
+    return len(results) + len(outcomes)

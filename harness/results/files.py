@@ -13,15 +13,16 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InvalidArgument, ResultFileFormatError, StoredFileError
-from harness.results.records import Result, SuiteSummary
+from harness.results.records import Result, SuiteSummary, TestOutcome
 
 __all__ = [
     "OLDEST_READABLE_RESULTS_SCHEMA",
+    "OUTCOMES_SINCE_SCHEMA",
     "RESULTS_MIGRATIONS",
     "RESULTS_SCHEMA_VERSION",
     "Migration",
@@ -39,10 +40,20 @@ __all__ = [
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns a parsed document of schema ``v`` into one of schema ``v + 1``."""
 
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = 3
 """Version of the result-file layout this harness writes."""
-RESULTS_MIGRATIONS: dict[int, Migration] = {1: lambda document: document}
-"""Version 2 only added the kind ``aggregate``: a version-1 file is a valid version-2 file."""
+OUTCOMES_SINCE_SCHEMA = 3
+"""The first result-file version that stores the tests' outcomes (top-level ``"outcomes"``)."""
+
+
+def _no_outcomes_stored(document: dict[str, Any]) -> dict[str, Any]:
+    """2 -> 3: version 3 added the top-level ``"outcomes"`` list; an older file stored none."""
+    return {**document, "outcomes": []}
+
+
+RESULTS_MIGRATIONS: dict[int, Migration] = {1: lambda document: document, 2: _no_outcomes_stored}
+"""Version 2 only added the kind ``aggregate`` (a version-1 file is a valid version-2 file); version 3 added the
+tests' outcomes (an older file reads as one with none, and :attr:`SavedRun.schema_version` says it stored none)."""
 OLDEST_READABLE_RESULTS_SCHEMA = min(RESULTS_MIGRATIONS)
 
 
@@ -142,14 +153,18 @@ def save_results(
     results: Sequence[Result],
     environment: Mapping[str, Any],
     suites: Mapping[str, SuiteSummary] | None = None,
+    *,
+    outcomes: Sequence[TestOutcome] | None = None,
 ) -> Path:
-    """The ``--json`` file: ``{"schema_version", "environment", "results": [...]}``, and ``"suites": {name:
-    summary}`` when suites declared how their results are shown (:class:`SuiteSummary`), so a saved run renders
-    as it did at the end of the run. Readers ignore top-level keys they do not know: no new schema version."""
+    """The ``--json`` file: ``{"schema_version", "environment", "results": [...], "outcomes": [...]}`` (each test's
+    outcome, :class:`TestOutcome`; none given: an empty list), and ``"suites": {name: summary}`` when suites
+    declared how their results are shown (:class:`SuiteSummary`), so a saved run renders as it did at the end of
+    the run. Readers ignore top-level keys they do not know: ``"suites"`` needed no new schema version."""
     document: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "environment": dict(environment),
         "results": [r.as_json() for r in results],
+        "outcomes": [o.as_json() for o in outcomes or ()],
     }
     if suites:
         document["suites"] = {name: summary.as_json() for name, summary in suites.items()}
@@ -158,12 +173,20 @@ def save_results(
 
 @dataclass(frozen=True)
 class SavedRun:
-    """A ``--json`` file read back: the environment it ran in, its results, and its suites' declarations (empty
-    for a file written without them)."""
+    """A ``--json`` file read back: the environment it ran in, its results, its suites' declarations (empty for a
+    file written without them), its tests' outcomes, and the schema version it was written with (before
+    migration: a file older than :data:`OUTCOMES_SINCE_SCHEMA` stored no outcomes)."""
 
     environment: dict[str, Any]
     results: list[Result]
     suites: dict[str, SuiteSummary]
+    outcomes: list[TestOutcome] = field(default_factory=list)
+    schema_version: int = RESULTS_SCHEMA_VERSION
+
+    @property
+    def stores_outcomes(self) -> bool:
+        """Whether the file could hold test outcomes (an older one has none, whatever its run decided)."""
+        return self.schema_version >= OUTCOMES_SINCE_SCHEMA
 
 
 def load_run(path: str | Path) -> SavedRun:
@@ -174,6 +197,7 @@ def load_run(path: str | Path) -> SavedRun:
         return ResultFileFormatError(str(path), problem)
 
     document = read_document(path, fail, expected="an object with a 'results' list")
+    written = document.get("schema_version")
     document = migrate(
         document,
         current=RESULTS_SCHEMA_VERSION,
@@ -194,7 +218,24 @@ def load_run(path: str | Path) -> SavedRun:
         environment=environment if isinstance(environment, dict) else {},
         results=results,
         suites=_suites(document.get("suites", {}), fail),
+        outcomes=_outcomes(document, fail),
+        schema_version=written if isinstance(written, int) else RESULTS_SCHEMA_VERSION,
     )
+
+
+def _outcomes(document: dict[str, Any], fail: Callable[[str], ResultFileFormatError]) -> list[TestOutcome]:
+    if "outcomes" not in document:
+        raise fail(f"no 'outcomes' list, which schema {OUTCOMES_SINCE_SCHEMA} and later hold (one record per test)")
+    stored = document["outcomes"]
+    if not isinstance(stored, list):
+        raise fail(f"'outcomes' is malformed ({type(stored).__name__}), expected a list of test outcomes")
+    outcomes = []
+    for index, record in enumerate(stored):
+        try:
+            outcomes.append(TestOutcome.from_json(record))
+        except InvalidArgument as exc:
+            raise fail(f"outcomes[{index}] is malformed ({exc})") from None
+    return outcomes
 
 
 def _suites(stored: object, fail: Callable[[str], ResultFileFormatError]) -> dict[str, SuiteSummary]:

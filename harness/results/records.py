@@ -1,16 +1,33 @@
 """Result records: one measured metric of one implementation on one case, and the names of its kinds, directions
-and verdicts (defined here once); and :class:`SuiteSummary`, how a suite asks the summary to show its results.
-Plain data: files live in harness.results.files, rendering in harness.report."""
+and verdicts (defined here once); :class:`TestOutcome`, what the run decided about one test; and
+:class:`SuiteSummary`, how a suite asks the summary to show its results. Plain data: files live in
+harness.results.files, rendering in harness.report."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from harness.errors import InvalidArgument
 
-__all__ = ["DIRECTIONS", "KINDS", "VERDICTS", "Direction", "Kind", "Result", "SuiteSummary", "Verdict"]
+__all__ = [
+    "DIRECTIONS",
+    "FAILING_OUTCOMES",
+    "KINDS",
+    "MESSAGE_LIMIT",
+    "OUTCOMES",
+    "VERDICTS",
+    "Direction",
+    "Kind",
+    "OutcomeName",
+    "Result",
+    "SuiteSummary",
+    "TestOutcome",
+    "Verdict",
+    "fold_outcomes",
+]
 
 Kind = Literal["exact", "timing", "sampled", "info", "aggregate"]
 """exact: deterministic; timing: noisy, compared as interleaved ratios; sampled: accuracy over items;
@@ -25,6 +42,17 @@ harness.results.compare.CONTENDED_CPU_SHARE): not a pass, not a failure (fails o
 KINDS: tuple[Kind, ...] = get_args(Kind)
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+
+OutcomeName = Literal["passed", "failed", "skipped", "xfailed", "xpassed", "error"]
+"""What pytest decided about one test: ``xfailed`` is a known failure (an expected failure, e.g. a known library
+bug, suites/known_failures.toml); ``xpassed`` a non-strict expected failure that passed (a strict one that passes is
+``failed``, as pytest counts it); ``error`` a failure outside the test itself (its setup or teardown, or the
+collection of its module)."""
+OUTCOMES: tuple[OutcomeName, ...] = get_args(OutcomeName)
+FAILING_OUTCOMES: frozenset[str] = frozenset(("failed", "error"))
+"""The outcomes that fail a run."""
+MESSAGE_LIMIT = 500
+"""The longest :attr:`TestOutcome.message` kept (characters); a longer one is cut and ends in "..." instead."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +155,88 @@ class Result:
             statistic=str(record.get("statistic") or ""),
             extra=dict(record.get("extra") or {}),
         )
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """What the run decided about one test (:data:`OutcomeName`), with a short message: the failure's message (its
+    first lines), the skip reason, the known failure's reason. ``implementation`` and ``prop`` say what the test is
+    about (harness.pytest_plugin.selection; a test about no implementation has an empty ``implementation``, and its
+    name as ``prop``), ``suite`` its folder and ``nodeid`` its pytest node id. The result file's ``"outcomes"``;
+    the report's verdict matrix (harness.report.model.Outcome is this class) folds them per property."""
+
+    __test__: ClassVar[bool] = False  # named Test*, yet not a pytest test class
+
+    implementation: str
+    prop: str
+    outcome: OutcomeName
+    suite: str = ""
+    nodeid: str = ""
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise InvalidArgument(f"TestOutcome.outcome={self.outcome!r}, expected one of {OUTCOMES}")
+        for name in ("implementation", "prop", "suite", "nodeid", "message"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise InvalidArgument(f"TestOutcome.{name}={value!r:.80}, expected a string")
+        if len(self.message) > MESSAGE_LIMIT:
+            object.__setattr__(self, "message", self.message[: MESSAGE_LIMIT - 3] + "...")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What the outcome is about across runs: (suite, implementation, property)."""
+        return (self.suite, self.implementation, self.prop)
+
+    @property
+    def failing(self) -> bool:
+        """Whether this outcome fails the run (:data:`FAILING_OUTCOMES`)."""
+        return self.outcome in FAILING_OUTCOMES
+
+    def as_json(self) -> dict[str, str]:
+        """The record of a result file's top-level ``"outcomes"`` list."""
+        return {
+            "nodeid": self.nodeid,
+            "suite": self.suite,
+            "implementation": self.implementation,
+            "property": self.prop,
+            "outcome": self.outcome,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, record: Any) -> TestOutcome:
+        """Inverse of :meth:`as_json`: ``nodeid`` and ``outcome`` are required, the other fields default to "".
+        InvalidArgument (one line) for a record that is not an object, lacks a field or has a malformed one."""
+        if not isinstance(record, dict):
+            raise InvalidArgument(f"TestOutcome record={record!r:.80}, expected an object")
+        missing = [name for name in ("nodeid", "outcome") if name not in record]
+        if missing:
+            raise InvalidArgument(f"TestOutcome record lacks {' and '.join(missing)}")
+        return cls(
+            implementation=record.get("implementation", ""),
+            prop=record.get("property", ""),
+            outcome=record["outcome"],
+            suite=record.get("suite", ""),
+            nodeid=record["nodeid"],
+            message=record.get("message", ""),
+        )
+
+
+_FOLD_ORDER = ("failed", "xfailed", "passed", "skipped")
+_FOLDS_AS = {"error": "failed", "xpassed": "passed"}
+
+
+def fold_outcomes(outcomes: Iterable[str]) -> str:
+    """One verdict for the several outcomes of one property (its dtypes, its cases): ``failed`` if any failed or
+    errored, ``xfailed`` if a known failure failed as expected (a known bug is never hidden by a pass), ``passed``
+    if any passed (or xpassed), ``skipped`` if every one was skipped. InvalidArgument for no outcomes."""
+    kinds = {_FOLDS_AS.get(outcome, outcome) for outcome in outcomes}
+    for kind in _FOLD_ORDER:
+        if kind in kinds:
+            return kind
+    raise InvalidArgument(f"outcomes={sorted(kinds)!r}, expected at least one of {OUTCOMES}")
 
 
 def _metric_names(field_name: str, value: Any, *, allow_one: bool) -> tuple[str, ...]:
