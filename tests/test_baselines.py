@@ -514,6 +514,20 @@ def test_timing_baselines_from_other_hardware_are_not_compared() -> None:
     assert timing_machine({"cuda": {"device": "NVIDIA H100"}, "cpu": epyc["cpu"]}) == "NVIDIA H100 (CUDA)"
 
 
+def test_the_same_cpu_model_without_its_simd_flags_is_other_hardware() -> None:
+    """Virtual machines report "AMD EPYC" for parts with and without AVX-512; a library picks other kernels on
+    each, so a timing baseline of one is not compared on the other (exact metrics still are)."""
+    with_avx512 = {"cpu": {"model": "AMD EPYC", "count": 2, "flags": ["avx2", "avx512f", "avx512_bf16"]}}
+    avx2_only = {"cpu": {"model": "AMD EPYC", "count": 2, "flags": ["avx2", "fma"]}}
+    assert timing_machine(with_avx512) == "AMD EPYC, 2 cores, avx2 avx512_bf16 avx512f"
+    assert timing_machine(avx2_only) != timing_machine(with_avx512)
+    baseline = dataclasses.replace(_baseline(TIMING_ENTRY, _entry("mse", 1.0)), environment=with_avx512)
+    compared = apply_verdict(_timing(2.0), baseline, timing_machine(avx2_only))
+    assert compared.verdict == "new" and "not compared" in compared.statistic
+    assert apply_verdict(_timing(2.0), baseline, timing_machine(with_avx512)).verdict == "regressed"
+    assert apply_verdict(_result("mse", 2.0), baseline, timing_machine(avx2_only)).verdict == "regressed"
+
+
 @pytest.mark.parametrize(
     ("scale", "share", "verdict"),
     [(1.5, 0.6, "inconclusive"), (1.5, 0.95, "regressed"), (1.5, None, "regressed"), (1 / 1.5, 0.6, "improved"),

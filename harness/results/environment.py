@@ -133,14 +133,20 @@ def environment_fingerprint() -> dict[str, Any]:
 
 
 def timing_machine(fingerprint: dict[str, Any]) -> str:
-    """The hardware a timing ratio belongs to: the GPU's name, else the CPU model and its core count. Ratios
-    to a same-run reference cancel a machine's drift, not a different machine (another CPU can have another
-    balance of compute and memory bandwidth), so timings are compared only on the machine they came from."""
+    """The hardware a timing ratio belongs to: the GPU's name, else the CPU model, its core count and the SIMD
+    flags that choose a library's kernels. Ratios to a same-run reference cancel a machine's drift, not a
+    different machine (another CPU can have another balance of compute and memory bandwidth, and a library
+    picks another kernel without AVX-512), so timings are compared only on the machine they came from. The
+    model name alone is not enough: virtual machines report "AMD EPYC" for parts with and without AVX-512
+    (bitsandbytes' CPU dequantize and gemv ran 1.5-2.5x slower against the same references on the one without,
+    docs/measured-times.md)."""
     cuda = fingerprint.get("cuda")
     if cuda:
         return f"{cuda.get('device')} (CUDA)"
     cpu = fingerprint.get("cpu") or {}
-    return f"{cpu.get('model')}, {cpu.get('count')} cores"
+    flags = cpu.get("flags")
+    simd = f", {' '.join(sorted(str(f) for f in flags))}" if isinstance(flags, list) and flags else ""
+    return f"{cpu.get('model')}, {cpu.get('count')} cores{simd}"
 
 
 def environment_key(fingerprint: dict[str, Any] | None = None) -> str:
