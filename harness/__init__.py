@@ -19,6 +19,7 @@ from harness.api import (
 from harness.checks.metrics import ErrorStats, error_stats
 from harness.errors import (
     BaselineFormatError,
+    BaselineLockTimeout,
     ContractViolation,
     FourbitError,
     ImplementationError,
@@ -32,7 +33,7 @@ from harness.errors import (
 from harness.formats import codebook
 from harness.quantizers.identity import IdentityQuantizer
 from harness.quantizers.reference import ReferenceQuantizer
-from harness.registry import Registry, load_registry
+from harness.registry import Deferred, Registry, load_registry
 from harness.results.baselines import Baseline, load_baseline, save_baseline
 from harness.results.files import load_results, save_results
 from harness.results.records import Result
@@ -43,8 +44,10 @@ __all__ = [
     "SCALE_ABSMAX",
     "Baseline",
     "BaselineFormatError",
+    "BaselineLockTimeout",
     "Capabilities",
     "ContractViolation",
+    "Deferred",
     "DoubleQuant",
     "ErrorStats",
     "FormatSpec",

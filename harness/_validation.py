@@ -3,13 +3,14 @@ what was wrong, what was expected) instead of asserts or deep tracebacks."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeGuard
 
 import torch
 
 from harness.errors import InvalidArgument
 
-__all__ = ["check_block_size", "check_weight", "is_power_of_two"]
+__all__ = ["check_block_size", "check_weight", "is_power_of_two", "why_not_writable"]
 
 SUPPORTED_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -53,3 +54,35 @@ def check_block_size(
             expected = "a positive power of two"
         raise InvalidArgument(f"{name}={block_size!r}, expected {expected} such as 64")
     return block_size
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or the closest of its ancestors that exists (the folder a write would have to create into)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def why_not_writable(path: str | Path, *, folder: bool = False) -> str | None:
+    """Why a file (or, with ``folder``, a folder that may still have to be created) cannot be written at ``path``,
+    in a few words; None when it can. Checked before a run, so that an output that cannot work is a usage error
+    up front rather than a traceback after an hour of tests."""
+    import os
+
+    target = Path(path)
+    if target.exists():
+        if folder and not target.is_dir():
+            return "is a file, expected a folder"
+        if not folder and target.is_dir():
+            return "is a folder, expected a file path"
+        writable_dir = target if folder else target.parent
+        if not os.access(writable_dir, os.W_OK | os.X_OK) or (not folder and not os.access(target, os.W_OK)):
+            return "is not writable"
+        return None
+    existing = _nearest_existing(target.parent)
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"folder {existing} is not writable"
+    return None

@@ -22,6 +22,13 @@ __all__ = [
     "PACKING_HIGH_FIRST",
     "PACKING_LOW_FIRST",
     "SCALE_ABSMAX",
+    "SCALE_AFFINE_INT",
+    "SCALE_E4M3_TENSOR",
+    "SCALE_E8M0",
+    "SCALE_KINDS",
+    "SCALE_MINMAX",
+    "SCALE_SEARCHED",
+    "SCALE_SIGNED_ABSMAX",
     "Capabilities",
     "DoubleQuant",
     "FormatSpec",
@@ -32,6 +39,28 @@ __all__ = [
 
 SCALE_ABSMAX = "absmax"
 """Scale kind the harness derives itself: scale == max |x| of the block (up to double quantization)."""
+SCALE_SIGNED_ABSMAX = "signed-absmax"
+"""llama.cpp Q4_0: scale = the block's signed value of largest magnitude / the level of largest magnitude (-8)."""
+SCALE_MINMAX = "minmax"
+"""Q4_1/quanto: scale = (max - min) / (Lmax - Lmin), float offset = min - Lmin * scale."""
+SCALE_AFFINE_INT = "affine-int"
+"""GPTQ/AWQ: scale = (max(x, 0) - min(x, 0)) / (Lmax - Lmin) and an integer zero point; offset = -zero * scale."""
+SCALE_E8M0 = "e8m0"
+"""MXFP4: a power-of-two scale 2**(floor(log2 max|x|) - emax_elem) per block (E2M1 levels: emax_elem = 2)."""
+SCALE_E4M3_TENSOR = "e4m3-tensor"
+"""NVFP4: an FP8 E4M3 block scale times a float32 per-tensor scale."""
+SCALE_SEARCHED = "searched"
+"""The implementation optimises its scale; only its aggregate error can be compared (with the derived rules')."""
+SCALE_KINDS = (
+    SCALE_ABSMAX,
+    SCALE_SIGNED_ABSMAX,
+    SCALE_MINMAX,
+    SCALE_AFFINE_INT,
+    SCALE_E8M0,
+    SCALE_E4M3_TENSOR,
+    SCALE_SEARCHED,
+)
+"""The built-in scale kinds (harness.scale_kinds holds their rules; register_scale_kind adds a third party's)."""
 
 PACKING_HIGH_FIRST = "high-nibble-first"
 """Element 2i in the high nibble of byte i, element 2i+1 in the low nibble (bitsandbytes' layout)."""
@@ -40,6 +69,21 @@ PACKING_LOW_FIRST = "low-nibble-first"
 
 _PACKINGS = (PACKING_HIGH_FIRST, PACKING_LOW_FIRST)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_scale_spelling(scale: str) -> None:
+    """A near miss of a known kind ('Absmax', 'signed_absmax') would silently turn every derived check into a
+    skip; any other name is a declared kind the harness cannot derive (or one registered through
+    harness.scale_kinds.register_scale_kind), and is accepted."""
+    from harness.scale_kinds import known_scale_kinds
+
+    known = known_scale_kinds()
+    if scale in known:
+        return
+    folded = scale.strip().lower().replace("_", "-").replace(" ", "-")
+    for name in known:
+        if folded == name:
+            raise InvalidArgument(f"FormatSpec.scale={scale!r}, expected {name!r} (scale kinds are spelled exactly)")
 
 
 def _require_block_size(name: str, value: object) -> int:
@@ -98,6 +142,7 @@ class FormatSpec:
         _require_block_size("FormatSpec.block_size", self.block_size)
         if not isinstance(self.scale, str) or not self.scale:
             raise InvalidArgument(f"FormatSpec.scale={self.scale!r}, expected a scale kind such as 'absmax'")
+        _check_scale_spelling(self.scale)
         if self.double_quant is not None and not isinstance(self.double_quant, DoubleQuant):
             raise InvalidArgument(f"FormatSpec.double_quant={self.double_quant!r}, expected a DoubleQuant or None")
         if self.packing is not None and self.packing not in _PACKINGS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BaselineFormatError",
+    "BaselineLockTimeout",
     "ContractViolation",
     "FourbitError",
     "ImplementationError",
@@ -90,3 +91,19 @@ class ResultFileFormatError(StoredFileError):
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__("results", path, problem)
+
+
+class BaselineLockTimeout(StoredFileError):
+    """A baseline update could not take the baseline file's lock (``<file>.lock`` beside it) within ``waited_s``
+    seconds: another writer (a second ``fourbit baseline update`` into the same folder) held it all that time, still
+    folding its run in or hung. Nothing was written; waiting, rather than writing without the lock, is what keeps
+    the other writer's entries (harness.results.baselines.merge_into_baseline_file)."""
+
+    def __init__(self, path: str, waited_s: float) -> None:
+        super().__init__(
+            "baseline",
+            path,
+            f"another writer held its lock for {waited_s:g} s, the longest this update waits; nothing was written "
+            "(run the update again when the other one has finished)",
+        )
+        self.waited_s = waited_s

@@ -3,7 +3,8 @@
 Sources, in order: entry points of group ``fourbit.quantizers`` (the harness's
 own built-ins are registered there too), ``--quantizer module:attr`` specs, and
 objects returned by the ``pytest_fourbit_quantizers`` hook. Each object may be a
-Quantizer instance, a class, a zero-argument factory, or a list of these.
+Quantizer instance, a class, a zero-argument factory, or a list of these, or a :class:`Deferred`: the names of
+implementations whose library is imported only when a run selects one of them.
 A source that fails to import or yields something that breaks the contract is
 recorded as a :class:`LoadError` (reported by name, never fatal to the run).
 """
@@ -27,6 +28,7 @@ from harness.errors import ContractViolation, MissingDependency, PluginError, Us
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Deferred",
     "Implementation",
     "LoadError",
     "Registry",
@@ -44,6 +46,36 @@ _BUILTIN_SPECS = (
     "harness.quantizers.torchao:torchao_quantizers",
     "harness.quantizers.triton:triton_quantizers",
 )
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Implementations a plugin names up front and builds only when a run selects one of them: importing a big
+    library (bitsandbytes takes seconds) for implementations a run does not test is time the user waits for
+    nothing. ``requires`` are the modules the implementations need, looked up without importing them
+    (``importlib.util.find_spec``): one that is missing makes every name unavailable with ``hint``. ``load``
+    returns what a plugin could register directly (quantizers, a factory, a list), and must build every name.
+
+    Calling a Deferred builds its implementations, so it can stand where a factory function stood."""
+
+    names: tuple[str, ...]
+    load: Callable[[], object]
+    requires: tuple[str, ...] = ()
+    hint: str = ""
+
+    def __call__(self) -> object:
+        return self.load()
+
+    def missing_requirement(self) -> str | None:
+        """The first module of ``requires`` that is not installed, or None."""
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                return module
+        return None
 
 
 @dataclass(frozen=True)
@@ -165,6 +197,8 @@ class Registry:
     unavailable: dict[str, str] = field(default_factory=dict)
     """Implementations whose library (or device) is missing: name -> reason with the install hint.
     Their tests are collected and skipped with that reason; they are not errors."""
+    deferred: dict[str, tuple[Deferred, str]] = field(default_factory=dict)
+    """Implementations named but not built yet: name -> (its Deferred, source). :meth:`select` builds them."""
 
     def _add_unavailable(self, exc: MissingDependency) -> None:
         for name in exc.names:
@@ -173,6 +207,9 @@ class Registry:
 
     def add_object(self, obj: object, source: str) -> None:
         """Instantiate and contract-check ``obj``; record any failure instead of raising."""
+        if isinstance(obj, Deferred):
+            self._add_deferred(obj, source)
+            return
         try:
             candidates = _instantiate(obj, source)
         except MissingDependency as exc:
@@ -194,6 +231,42 @@ class Registry:
                 )
                 continue
             self.implementations[quantizer.name] = Implementation(quantizer, source)
+
+    def _add_deferred(self, deferred: Deferred, source: str) -> None:
+        missing = deferred.missing_requirement()
+        if missing is not None:
+            reason = f"{missing} is not installed"
+            self._add_unavailable(MissingDependency(source, deferred.names, reason, deferred.hint))
+            return
+        for name in deferred.names:
+            taken = self.implementations.get(name) or self.deferred.get(name)
+            if taken is not None:
+                where = taken.source if isinstance(taken, Implementation) else taken[1]
+                self.errors.append(LoadError(source, f"duplicate name {name!r} (already provided by {where})"))
+                continue
+            self.deferred[name] = (deferred, source)
+
+    def build(self, patterns: Sequence[str] | None = None) -> None:
+        """Build the deferred implementations that match ``patterns`` (all when none given), each plugin's at once
+        (its library is imported once); a failure is a load error of that plugin, as at load time."""
+        wanted = [
+            name
+            for name in self.deferred
+            if not patterns or any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        ]
+        for name in wanted:
+            if name not in self.deferred:
+                continue  # built with an earlier name of the same plugin
+            deferred, source = self.deferred[name]
+            for sibling in deferred.names:
+                self.deferred.pop(sibling, None)
+            before = len(self.errors)
+            self.add_loader(deferred.load, source)
+            built = set(self.implementations) | set(self.unavailable)
+            unbuilt = [n for n in deferred.names if n not in built]
+            if unbuilt and len(self.errors) == before:
+                names = ", ".join(map(repr, unbuilt))
+                self.errors.append(LoadError(source, f"declared {names} but its loader did not build them"))
 
     def add_loader(self, loader: Callable[[], object], source: str) -> None:
         """Run ``loader`` (an import) and add what it returns; an exception becomes a LoadError."""
@@ -231,7 +304,8 @@ class Registry:
 
     @property
     def names(self) -> list[str]:
-        return sorted(self.implementations)
+        """Every implementation a run can select, built or deferred."""
+        return sorted({*self.implementations, *self.deferred})
 
     def select_unavailable(self, patterns: Sequence[str] | None) -> dict[str, str]:
         """Unavailable implementations matching ``patterns`` (all when none given): name -> reason."""
@@ -246,16 +320,17 @@ class Registry:
 
         A pattern that matches nothing is a UsageError listing the known names.
         """
-        if not patterns:
-            return list(self.implementations.values())
-        known = [*self.implementations, *self.unavailable]
-        unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in known)]
+        known = [*self.implementations, *self.deferred, *self.unavailable]
+        unknown = [p for p in patterns or () if not any(fnmatch.fnmatchcase(n, p) for n in known)]
         if unknown:
             failed = "".join(f"; {e.source} failed to load: {e.error}" for e in self.errors)
             raise UsageError(
                 f"--impl {', '.join(map(repr, unknown))} matches no implementation; known: {', '.join(sorted(known))}"
                 + failed
             )
+        self.build(patterns)
+        if not patterns:
+            return list(self.implementations.values())
         return [
             impl
             for name, impl in self.implementations.items()

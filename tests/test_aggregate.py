@@ -264,6 +264,7 @@ def _project(pytester: pytest.Pytester, suite: str = MARKED_SUITE) -> Path:
 
 def _run(pytester: pytest.Pytester, factor: float, *args: str) -> pytest.RunResult:
     (pytester.path / "factor.json").write_text(json.dumps(factor))
+    (pytester.path / "baselines").mkdir(exist_ok=True)
     return pytester.runpytest(
         "kernels", "-p", "no:cacheprovider", "--fourbit-no-entry-points", "--quantizer", "toyquant:toy_a",
         "--impl", "toy-a", "--baseline-dir", str(pytester.path / "baselines"), *args,

@@ -257,7 +257,9 @@ def test_an_entry_filed_under_another_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BaselineFormatError, match=re.escape(f"describes {VALID.key!r}")):
         load_baseline(path)
     path = _write(tmp_path / "c.json", _document({VALID.key: [1, 2]}))
-    with pytest.raises(BaselineFormatError, match=re.escape(f"metrics[{VALID.key!r}] is list, expected an object")):
+    with pytest.raises(
+        BaselineFormatError, match=re.escape(f"metrics[{VALID.key!r}] is malformed (expected an object, got a list)")
+    ):
         load_baseline(path)
 
 

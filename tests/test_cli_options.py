@@ -130,7 +130,10 @@ def test_the_baseline_folder_is_beside_a_suites_folder_and_never_inside_the_pack
     installed package: ./baselines only when it exists, else none, never a folder inside the package."""
     monkeypatch.chdir(REPO)  # has a baselines/ folder of its own
     args = cli._parser().parse_args(["run"])
-    assert cli._baseline_arguments(args, tmp_path / "suites") == [f"--baseline-dir={tmp_path / 'baselines'}"]
+    checkout = tmp_path / "checkout"
+    assert cli._baseline_arguments(args, checkout / "suites") == []  # none beside these suites: the plugin's default
+    (checkout / "baselines").mkdir(parents=True)
+    assert cli._baseline_arguments(args, checkout / "suites") == [f"--baseline-dir={checkout / 'baselines'}"]
     installed = Path(cli.__file__).resolve().parent / "_suites"
     assert cli._baseline_arguments(args, installed) == [f"--baseline-dir={REPO / 'baselines'}"]
     monkeypatch.chdir(tmp_path)
@@ -144,3 +147,16 @@ def test_installed_suites_run_with_their_own_rootdir_and_no_cache() -> None:
     arguments = cli._installed_suites_arguments(installed)
     assert f"--rootdir={installed}" in arguments and "no:cacheprovider" in arguments
     assert cli._installed_suites_arguments(REPO / "suites") == []
+
+
+def test_workers_become_xdist_s_option_and_refuse_the_timing_suite() -> None:
+    run = cli._parser().parse_args(["run", "properties", "agreement", "--workers", "3"])
+    assert cli._worker_arguments(run, ["suites/properties", "suites/agreement"]) == ["-n", "3"]
+    assert cli._worker_arguments(cli._parser().parse_args(["run"]), ["suites/kernels"]) == []
+    with pytest.raises(UsageError) as excinfo:
+        cli._worker_arguments(run, ["suites/properties", "suites/kernels"])
+    assert str(excinfo.value) == (
+        "--workers 3: the kernels suite times code and must not share the CPU with other workers; run "
+        "`fourbit run properties --workers 3` and `fourbit run kernels` apart"
+    )
+    assert cli.main(["run", "kernels", "--workers", "2"]) == 2

@@ -232,6 +232,7 @@ def project(inner_pytest: pytest.Pytester) -> pytest.Pytester:
 
 
 def _run_suite(project: pytest.Pytester, *args: str) -> pytest.RunResult:
+    (project.path / "baselines").mkdir(exist_ok=True)
     return project.runpytest(
         "kernels",
         "-p", "no:cacheprovider",

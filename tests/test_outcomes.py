@@ -213,6 +213,7 @@ def toy_run(inner_pytest: pytest.Pytester) -> tuple[pytest.RunResult, str]:
     """A run of the toy project with one test of each outcome, and its result file."""
     (inner_pytest.path / "toyquant.py").write_text(textwrap.dedent(TOY_MODULE))
     (inner_pytest.path / "properties").mkdir()
+    (inner_pytest.path / "baselines").mkdir()  # empty: every metric is new
     (inner_pytest.path / FILE).write_text(textwrap.dedent(TEST_MODULE))
     json_path = str(inner_pytest.path / "run.json")
     result = inner_pytest.runpytest(

@@ -117,6 +117,8 @@ class Project:
         self, *args: str, impl: str = IMPL, quantizer: str = "toyquant:toy_a", baseline_dir: bool = True
     ) -> pytest.RunResult:
         """A run of the project; ``baseline_dir=False`` passes no --baseline-dir (the plugin picks the baseline)."""
+        if baseline_dir:
+            self.baseline_dir.mkdir(parents=True, exist_ok=True)
         return self.pytester.runpytest(
             SUITE,
             "-p", "no:cacheprovider",

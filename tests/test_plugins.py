@@ -284,6 +284,8 @@ def test_builtins_load_through_entry_points() -> None:
 
 def test_without_entry_points_builtins_come_from_their_specs() -> None:
     registry = load_registry(use_entry_points=False)
+    assert set(registry.deferred) == LIBRARY_NAMES - set(registry.unavailable)  # named, not built: not selected
+    registry.build()
     assert set(registry.implementations) - LIBRARY_NAMES == BUILTIN_NAMES
     assert set(registry.implementations) | set(registry.unavailable) == BUILTIN_NAMES | LIBRARY_NAMES
     assert not set(registry.implementations) & set(registry.unavailable)
@@ -297,6 +299,7 @@ def test_harness_not_installed_falls_back_to_builtins(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(harness.registry, "entry_points", lambda group: [])
     registry = load_registry()
+    registry.build()
     assert set(registry.implementations) - LIBRARY_NAMES == BUILTIN_NAMES
     assert set(registry.implementations) | set(registry.unavailable) == BUILTIN_NAMES | LIBRARY_NAMES
     assert all(impl.source.startswith("built-in ") for impl in registry.implementations.values())
@@ -369,7 +372,8 @@ def test_factory_returning_a_class_gets_an_instance_or_an_error() -> None:
 
 def test_select_exact_names_and_globs() -> None:
     registry = load_registry(use_entry_points=False)
-    assert [i.name for i in registry.select(None)] == list(registry.implementations)
+    assert [i.name for i in registry.select(None)] == list(registry.implementations)  # all: each one built
+    assert not registry.deferred
     assert [i.name for i in registry.select(["ref-nf4"])] == ["ref-nf4"]
     assert {i.name for i in registry.select(["ref-*"])} == REF_NAMES
     assert {i.name for i in registry.select(["fp32", "ref-*4"])} == FP32_AND_REF_4

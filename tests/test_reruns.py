@@ -192,7 +192,8 @@ def test_an_implementation_verdict_is_formed_again_from_a_fresh_process(
 
 def test_a_timing_without_a_baseline_is_not_rerun_under_strict(fresh_processes: pytest.Pytester) -> None:
     toy = Toy(fresh_processes, cases=1)
-    result = toy.run([1.5, 1.0, 7.0], "--fourbit-strict", "--baseline-dir", "no-baselines-here")
+    (fresh_processes.path / "empty-baselines").mkdir()
+    result = toy.run([1.5, 1.0, 7.0], "--fourbit-strict", "--baseline-dir", "empty-baselines")
     result.assert_outcomes(failed=1)  # "new" fails under --fourbit-strict...
     assert "no baseline" in result.stdout.str()
     assert toy.factors_left() == [1.0, 7.0]  # ...and a second process could not change that: none was started

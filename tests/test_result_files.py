@@ -1,5 +1,6 @@
 """Result files (``--fourbit-json``): the record layout, the round trip, clear errors; and the atomic writer
-shared with baselines: a killed or failing writer leaves the old file, and new files follow the umask."""
+shared with baselines: a killed or failing writer leaves the old file, a later write removes what a killed writer
+left (never a live writer's temporary file), and new files follow the umask."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,11 @@ from harness.errors import InvalidArgument, ResultFileFormatError
 from harness.results.files import (
     OUTCOMES_SINCE_SCHEMA,
     RESULTS_SCHEMA_VERSION,
+    STALE_TEMPORARY_AGE_S,
     SavedRun,
     load_results,
     load_run,
+    remove_stale_temporaries,
     save_results,
     write_json_atomically,
 )
@@ -204,14 +209,14 @@ def test_a_file_older_than_outcomes_reads_as_one_without_them(tmp_path: Path, ve
 @pytest.mark.parametrize(
     ("outcomes", "problem"),
     [
-        ({}, "'outcomes' is malformed (dict), expected a list of test outcomes"),
-        (None, "'outcomes' is malformed (NoneType)"),
-        ([OUTCOMES[0].as_json(), 7], "outcomes[1] is malformed (TestOutcome record=7, expected an object)"),
-        ([{"outcome": "passed"}], "outcomes[0] is malformed (TestOutcome record lacks nodeid)"),
+        ({}, "outcomes is malformed (expected a list of test outcomes, got an object)"),
+        (None, "outcomes is malformed (expected a list of test outcomes, got null)"),
+        ([OUTCOMES[0].as_json(), 7], "outcomes[1] is malformed (expected an object, got an integer (7))"),
+        ([{"outcome": "passed"}], "outcomes[0] is malformed (lacks the field 'nodeid')"),
         ([OUTCOMES[0].as_json() | {"outcome": "ok"}], "outcomes[0] is malformed (TestOutcome.outcome='ok', expected"),
         (
             [OUTCOMES[0].as_json() | {"message": 3}],
-            "outcomes[0] is malformed (TestOutcome.message=3, expected a string",
+            "outcomes[0].message is malformed (expected a string, got an integer (3))",
         ),
     ],
     ids=["object", "null", "record-not-object", "no-nodeid", "bad-outcome", "message-number"],
@@ -261,13 +266,17 @@ def test_a_file_without_declarations_reads_as_none(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("suites", "problem"),
     [
-        ([], "'suites' is malformed (list), expected an object of suite name -> summary"),
-        (None, "'suites' is malformed (NoneType)"),
-        ({"agreement": ["level_agreement"]}, "suites['agreement'] is malformed (SuiteSummary record=["),
-        ({"agreement": {"headline": "level_agreement"}}, "suites['agreement'] is malformed (SuiteSummary.headline="),
-        ({"agreement": {"pair_matrix": [1]}}, "suites['agreement'] is malformed (SuiteSummary.pair_matrix=[1]"),
+        ([], "suites is malformed (expected an object of suite name -> summary, got a list)"),
+        (None, "suites is malformed (expected an object of suite name -> summary, got null)"),
+        ({"agreement": ["level_agreement"]}, "suites['agreement'] is malformed (expected an object, got a list)"),
+        (
+            {"agreement": {"headline": "level_agreement"}},
+            "suites['agreement'].headline is malformed (expected a list of metric names, got a string",
+        ),
+        ({"agreement": {"pair_matrix": [1]}}, "suites['agreement'].pair_matrix[0] is malformed (expected a string"),
+        ({"agreement": {"pair_matrix": [""]}}, "suites['agreement'] is malformed (SuiteSummary.pair_matrix=['']"),
     ],
-    ids=["list", "null", "entry-not-object", "headline-string", "pair-matrix-number"],
+    ids=["list", "null", "entry-not-object", "headline-string", "pair-matrix-number", "pair-matrix-empty-name"],
 )
 def test_malformed_declarations_name_the_file_and_the_field(tmp_path: Path, suites: Any, problem: str) -> None:
     document = {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "suites": suites}
@@ -320,9 +329,10 @@ def _temporaries(folder: Path, name: str) -> list[Path]:
     return sorted(folder.glob(f".{name}.*.tmp"))
 
 
-def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
-    target = write_json_atomically(tmp_path / "cpu-x86_64.json", OLD)
-    old_bytes = target.read_bytes()
+@contextmanager
+def _stalled_writer(target: Path) -> Iterator[subprocess.Popen[str]]:
+    """A writer of ``target`` in a process of its own, stopped inside its write window (its temporary file written,
+    not yet renamed into place); killed when the block ends if the block did not."""
     writer = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(target)],
         cwd=REPO,
@@ -335,21 +345,102 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
         assert writer.stdout is not None
         line = writer.stdout.readline()
         assert line == "in fsync\n", line + writer.communicate(timeout=60)[1]
-        (temporary,) = _temporaries(tmp_path, target.name)
-        assert temporary.stat().st_size > len(old_bytes)  # the new document is (being) written ...
-        assert target.read_bytes() == old_bytes  # ... beside the old file, not over it
-        writer.send_signal(signal.SIGKILL)
-        writer.wait(timeout=60)
+        yield writer
     finally:
         if writer.poll() is None:
             writer.kill()
             writer.wait()
+
+
+def _kill(writer: subprocess.Popen[str]) -> None:
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=60)
     assert writer.returncode == -signal.SIGKILL
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
+    target = write_json_atomically(tmp_path / "cpu-x86_64.json", OLD)
+    old_bytes = target.read_bytes()
+    with _stalled_writer(target) as writer:
+        (temporary,) = _temporaries(tmp_path, target.name)
+        assert temporary.stat().st_size > len(old_bytes)  # the new document is (being) written ...
+        assert target.read_bytes() == old_bytes  # ... beside the old file, not over it
+        assert temporary.name.startswith(f".{target.name}.{writer.pid}.")  # named after its writer
+        _kill(writer)
     assert target.read_bytes() == old_bytes
     assert json.loads(target.read_text(encoding="utf-8")) == OLD
     # what the killed writer left behind is a hidden .tmp file, which no reader of *.json picks up
     assert [p.name for p in tmp_path.glob("*.json")] == [target.name]
     assert all(p.name.startswith(".") and p.suffix == ".tmp" for p in tmp_path.iterdir() if p != target)
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make ``path`` look last written ``seconds`` ago."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def test_a_later_write_removes_a_killed_writer_s_temporary_file_but_never_a_live_one_s(tmp_path: Path) -> None:
+    target = write_json_atomically(tmp_path / "cpu-x86_64.json", OLD)
+    with _stalled_writer(target) as writer:
+        (temporary,) = _temporaries(tmp_path, target.name)
+        _age(temporary, STALE_TEMPORARY_AGE_S + 60)  # old enough, but its writer is alive (stalled, not dead)
+        write_json_atomically(target, {"schema_version": 1, "metrics": {"while": 1}})
+        assert _temporaries(tmp_path, target.name) == [temporary]
+        _kill(writer)
+    _age(temporary, 60)  # its writer is dead, but the file is recent: kept for now (a writer elsewhere may own it)
+    write_json_atomically(target, {"schema_version": 1, "metrics": {"recent": 1}})
+    assert _temporaries(tmp_path, target.name) == [temporary]
+    _age(temporary, STALE_TEMPORARY_AGE_S + 60)
+    write_json_atomically(target, {"schema_version": 1, "metrics": {"after": 1}})
+    assert _temporaries(tmp_path, target.name) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert json.loads(target.read_text(encoding="utf-8")) == {"schema_version": 1, "metrics": {"after": 1}}
+
+
+def _finished_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_only_stale_temporaries_of_the_target_itself_are_removed(tmp_path: Path) -> None:
+    dead = _finished_pid()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        files = {
+            f".b.json.{dead}.abcd1234.tmp": ("old, its writer gone", STALE_TEMPORARY_AGE_S + 1, False),
+            ".b.json.k2_ab9x0.tmp": ("old, from a writer before pids were in the name", STALE_TEMPORARY_AGE_S, False),
+            f".b.json.{dead}.efgh5678.tmp": ("recent, its writer gone", STALE_TEMPORARY_AGE_S - 30, True),
+            f".b.json.{alive.pid}.ijkl9012.tmp": ("old, its writer alive", 10 * STALE_TEMPORARY_AGE_S, True),
+            f".b.json.{os.getpid()}.mnop3456.tmp": (
+                "old, this process's (another thread)",
+                2 * STALE_TEMPORARY_AGE_S,
+                True,
+            ),
+            f".b.json.bak.{dead}.abcd1234.tmp": (
+                "old, of another target (b.json.bak)",
+                2 * STALE_TEMPORARY_AGE_S,
+                True,
+            ),
+            f".a.json.{dead}.abcd1234.tmp": ("old, of another target (a.json)", 2 * STALE_TEMPORARY_AGE_S, True),
+            f".b.json.{dead}.abcd1234.tmp.keep": ("not a temporary name", 2 * STALE_TEMPORARY_AGE_S, True),
+            "b.json.tmp": ("not hidden: not ours", 2 * STALE_TEMPORARY_AGE_S, True),
+        }
+        for name, (_why, age, _kept) in files.items():
+            (tmp_path / name).write_text("{}", encoding="utf-8")
+            _age(tmp_path / name, age)
+        write_json_atomically(tmp_path / "b.json", OLD)
+        left = {p.name for p in tmp_path.iterdir()} - {"b.json"}
+        for name, (why, _age_s, kept) in files.items():
+            assert (name in left) == kept, f"{name} ({why}) was {'removed' if kept else 'kept'}"
+        assert remove_stale_temporaries(tmp_path / "b.json") == []  # nothing more to remove
+        removed = remove_stale_temporaries(tmp_path / "b.json", older_than_s=0)  # age aside: only the dead writer's
+        assert [p.name for p in removed] == [f".b.json.{dead}.efgh5678.tmp"]
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 @pytest.mark.parametrize("bad_value", [object(), math.nan, {1, 2}], ids=["object", "nan", "set"])
@@ -375,6 +466,7 @@ def test_a_failure_after_the_temporary_file_exists_removes_it(tmp_path: Path, mo
     with pytest.raises(OSError, match="No space left"):
         write_json_atomically(target, {"schema_version": 1, "metrics": {"new": 2}})
     assert len(seen) == 1 and len(seen[0]) == 1  # the failure really came while the temporary file existed
+    assert seen[0][0].name.startswith(f".b.json.{os.getpid()}.")  # named after its writer
     assert target.read_bytes() == old_bytes
     assert list(tmp_path.iterdir()) == [target]
 

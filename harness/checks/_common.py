@@ -16,10 +16,13 @@ one ulp of the output dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from harness.api import QuantizedTensor, Quantizer
 from harness.errors import ImplementationError
+from harness.scale_kinds import DerivedScales, ScaleKind, get_scale_kind, known_scale_kinds
 
 __all__ = [
     "COMPUTE_ULPS",
@@ -27,6 +30,7 @@ __all__ = [
     "NotApplicable",
     "PropertyViolation",
     "block_absmax",
+    "derived_scales",
     "describe_element",
     "run_dequantize",
     "run_quantize",
@@ -129,3 +133,78 @@ def _levels_of(quantizer: Quantizer, codes: torch.Tensor) -> torch.Tensor:
     if quantizer.spec.codebook is None:
         return codes.reshape(-1).double()
     return torch.tensor(quantizer.spec.codebook, dtype=torch.float64)[codes.reshape(-1).long()]
+
+
+def _scale_kind(quantizer: Quantizer) -> ScaleKind | None:
+    """The registered kind the spec names, or None (a declared kind the harness cannot derive)."""
+    return get_scale_kind(quantizer.spec.scale)
+
+
+def _underivable(quantizer: Quantizer, needs: str) -> NotApplicable:
+    """The skip for a check that needs a derivation the spec's scale kind does not have."""
+    kind = _scale_kind(quantizer)
+    scale = quantizer.spec.scale
+    if kind is not None:  # registered but without a per-block rule: 'searched'
+        return NotApplicable(
+            f"scale kind {scale!r} has no per-block rule the harness can derive ({kind.rule}); {needs} needs one"
+        )
+    return NotApplicable(
+        f"scale kind {scale!r} is not one the harness can derive (known: {', '.join(known_scale_kinds())}; a "
+        f"plugin may register its rule with harness.scale_kinds.register_scale_kind); {needs} needs one"
+    )
+
+
+def derived_scales(quantizer: Quantizer, x: torch.Tensor) -> DerivedScales | None:
+    """The scales (and offsets) the spec's scale kind derives from ``x``, or None when the kind has no rule the
+    harness knows, or the rule needs a codebook the implementation does not declare."""
+    kind = _scale_kind(quantizer)
+    if kind is None or not kind.derivable:
+        return None
+    spec = quantizer.spec
+    if spec.codebook is None:
+        if kind.name != "absmax":
+            return None
+        levels = torch.tensor([-1.0, 1.0], dtype=torch.float64)  # absmax reads no level
+    else:
+        levels = torch.tensor(spec.codebook, dtype=torch.float64)
+    if kind.codebook_problem is not None and kind.codebook_problem(levels) is not None:
+        return None  # the codebook check reports it; nothing sound can be derived from this codebook
+    return kind.derive_for(x, spec.block_size, levels)
+
+
+def _check_finite_scales(
+    quantizer: Quantizer, prop: str, x: torch.Tensor, q: QuantizedTensor, derived: DerivedScales | None = None
+) -> None:
+    """One clear failure for a non-finite reported scale or offset of a finite block, instead of messages
+    full of NaN later on (``expected code 8 -> nan``). Names the likely cause: a derived scale beyond
+    float16's range means a float16-stored scale overflowed."""
+    block_size = quantizer.spec.block_size
+    finite_input = block_absmax(torch.nan_to_num(x.detach(), nan=math.inf), block_size) < math.inf
+    for field_name in ("scales", "offsets"):
+        values = getattr(q, field_name)
+        if values is None:
+            continue
+        flat = values.reshape(-1).double()
+        bad = ~torch.isfinite(flat) & finite_input[: flat.numel()]
+        if not bool(bad.any()):
+            continue
+        block = int(bad.nonzero()[0])
+        what = "scale" if field_name == "scales" else "offset"
+        cause = ""
+        if derived is None:  # derived only now, for the message: the common (finite) case pays nothing
+            derived = derived_scales(quantizer, x)
+        if derived is not None:
+            expected = derived.scales if field_name == "scales" else derived.offsets
+            if expected is not None:
+                magnitude = abs(float(expected[block]))
+                if magnitude > torch.finfo(torch.float16).max:
+                    cause = f" (fp16 overflow: the derived {what} {magnitude:.6g} exceeds float16's 65504)"
+                else:
+                    cause = f" (the derived {what} is {float(expected[block]):.6g})"
+        raise _fail(
+            quantizer,
+            prop,
+            f"{what} of block {block} is {float(flat[block])!r}{cause} for finite input shape={tuple(x.shape)}, "
+            f"dtype={x.dtype} (max|x| of the block = {float(block_absmax(x, block_size)[block])!r}; "
+            f"{int(bad.sum())} non-finite {field_name})",
+        )

@@ -9,9 +9,10 @@ and the arithmetic explain, and :func:`compare_pair` measures each:
 * Where the levels differ, ``y = x / scale`` must lie within a few ulp of the compute dtype
   (``COMPUTE_ULPS``, the nearest-code tolerance) of a decision midpoint between them. Each
   side's level is judged against its *own* codebook's midpoints (so values between the two tables'
-  midpoints are allowed) and against ``x / absmax`` or, under double quantization, ``x / its own stored
-  scale`` (so 8-bit scales may move the decision). Disagreements explained only by the table or only by
-  the stored scale are counted as such: measured facts, not failures.
+  midpoints are allowed) and against ``x / absmax`` (``x / the derived scale`` for the other offset-free
+  kinds of harness.scale_kinds: signed-absmax, e8m0, e4m3-tensor) or, under double quantization,
+  ``x / its own stored scale`` (so 8-bit scales may move the decision). Disagreements explained only by the
+  table or only by the stored scale are counted as such: measured facts, not failures.
 * Stored scales may differ by at most the two sides' double-quantization bounds (zero without it).
 * ``|x_hat1 - x_hat2|`` is bounded per element by the formats: where levels agree, the table difference
   times the scale plus the largest level times the allowed scale difference; where they differ, each side
@@ -31,11 +32,12 @@ from dataclasses import dataclass
 import torch
 
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, QuantizedTensor, Quantizer
-from harness.checks._common import COMPUTE_ULPS, OUTPUT_ULPS, NotApplicable, describe_element
+from harness.checks._common import COMPUTE_ULPS, OUTPUT_ULPS, NotApplicable, derived_scales, describe_element
 from harness.checks.levels import LevelGrid, coarser, distance_to_cell_ulps, level_grid, normalized, ulp
 from harness.checks.scales import double_quant_bound
 from harness.formats.packing import packed_size
 from harness.quantizers.blockwise import absmax_per_block
+from harness.scale_kinds import block_view, get_scale_kind, max_rounding_error
 
 __all__ = [
     "MIDPOINT_ULPS",
@@ -105,8 +107,8 @@ class _Side:
     name: str
     grid: LevelGrid
     codes: torch.Tensor  # flat uint8
-    scales: torch.Tensor  # float64 per block, as reported
-    scale_bound: torch.Tensor  # float64 per block: the allowed |scale - absmax|
+    scales: torch.Tensor  # float64 per block, as reported (signed for signed-absmax)
+    scale_bound: torch.Tensor  # float64 per block: the allowed |scale - derived scale|
     double_quantized: bool  # codes may then be chosen against the stored scale
     xhat: torch.Tensor  # flat, in the implementation's output dtype
     compute_dtype: torch.dtype
@@ -122,14 +124,17 @@ def _side(
     if q.codes is None or q.scales is None:
         raise NotApplicable(f"{quantizer.name} reports no codes or scales (black box); agreement needs both")
     if q.offsets is not None:
-        raise NotApplicable(f"{quantizer.name} reports offsets: agreement covers offset-free absmax formats")
+        raise NotApplicable(
+            f"{quantizer.name} reports offsets: agreement covers offset-free scale kinds (absmax, signed-absmax, "
+            "e8m0, e4m3-tensor)"
+        )
     packed = q.storage.get("packed")
     return _Side(
         name=quantizer.name,
         grid=level_grid(spec.codebook),
         codes=q.codes.reshape(-1),
         scales=q.scales.reshape(-1).double(),
-        scale_bound=double_quant_bound(spec, true_scales),
+        scale_bound=double_quant_bound(spec, true_scales.abs()),
         double_quantized=spec.double_quant is not None,
         xhat=xhat.reshape(-1),
         compute_dtype=quantizer.capabilities.compute_dtype_for(input_dtype),
@@ -187,17 +192,23 @@ def _output_differences(
 
 
 def check_comparable(first: Quantizer, second: Quantizer) -> None:
-    """Raise NotApplicable unless the two specs allow the comparison: absmax scales, a declared codebook each,
-    one block size, and tables that are one grid (same number of distinct levels, apart by less than half the
-    narrowest gap). Cheap: the suite calls it before quantizing anything."""
+    """Raise NotApplicable unless the two specs allow the comparison: one scale kind the harness derives and
+    that has no offsets (absmax, signed-absmax, e8m0, e4m3-tensor), a declared codebook each, one block size,
+    and tables that are one grid (same number of distinct levels, apart by less than half the narrowest gap).
+    Cheap: the suite calls it before quantizing anything."""
     for quantizer in (first, second):
         if quantizer.spec.codebook is None:
             raise NotApplicable(f"{quantizer.name} declares no codebook; agreement of levels needs one")
-        if quantizer.spec.scale != SCALE_ABSMAX:
+        kind = get_scale_kind(quantizer.spec.scale)
+        if kind is None or not kind.derivable or kind.has_offsets:
             raise NotApplicable(
-                f"{quantizer.name} has scale kind {quantizer.spec.scale!r}: agreement is judged on y = x / absmax, "
-                "which only 'absmax' formats define"
+                f"{quantizer.name} has scale kind {quantizer.spec.scale!r}: agreement is judged on y = x / the "
+                "derived scale, which the harness derives for absmax, signed-absmax, e8m0 and e4m3-tensor only"
             )
+    if first.spec.scale != second.spec.scale:
+        raise NotApplicable(
+            f"scale kinds differ ({first.name}: {first.spec.scale!r}, {second.name}: {second.spec.scale!r})"
+        )
     if first.spec.block_size != second.spec.block_size:
         raise NotApplicable(
             f"block sizes differ ({first.name}: {first.spec.block_size}, {second.name}: {second.spec.block_size})"
@@ -224,17 +235,26 @@ def compare_pair(
     block_size = first.spec.block_size
     flat = x.detach().reshape(-1)
     numel = flat.numel()
-    true_scales = absmax_per_block(flat.float(), block_size).double()  # exact: float32 holds every 16-bit value
+    rule_tolerance: torch.Tensor | None = None
+    if first.spec.scale == SCALE_ABSMAX:
+        true_scales = absmax_per_block(flat.float(), block_size).double()  # exact: float32 holds every 16-bit value
+    else:
+        derived = derived_scales(first, x)
+        if derived is None:
+            raise NotApplicable(f"{first.name}: its codebook does not fit scale kind {first.spec.scale!r}")
+        true_scales, rule_tolerance = derived.scales, derived.tolerances()[0]
     a = _side(first, q_first, xhat_first, true_scales, x.dtype)
     b = _side(second, q_second, xhat_second, true_scales, x.dtype)
     codebook_diff = _codebook_difference(a.name, a.grid, b.name, b.grid)
     allowed_scale_diff = a.scale_bound + b.scale_bound
+    if rule_tolerance is not None:  # float32 arithmetic of the rule (the E4M3 scale times the tensor scale)
+        allowed_scale_diff = allowed_scale_diff + 2 * rule_tolerance
     details: list[str] = []
 
     # Scales: within the two double-quantization bounds of each other (equal without double quantization).
     scale_diff = (a.scales - b.scales).abs()
-    live_true = true_scales > 0
-    scale_max_rel_diff = float((scale_diff[live_true] / true_scales[live_true]).max()) if live_true.any() else 0.0
+    live_true = true_scales != 0
+    scale_max_rel_diff = float((scale_diff[live_true] / true_scales[live_true].abs()).max()) if live_true.any() else 0.0
     scale_excess = scale_diff - allowed_scale_diff
     scales_beyond = int((scale_excess > 0).sum())
     if scales_beyond:
@@ -265,15 +285,22 @@ def compare_pair(
     half_gap = max(a.grid.half_gap(), b.grid.half_gap())
     largest_level = max(a.grid.largest_magnitude, b.grid.largest_magnitude)
     # |x_hat| <= largest level * scale, rounded to float32 and to its own dtype: eps * that bounds each rounding
+    scales_a, scales_b, magnitudes = a.scales.abs(), b.scales.abs(), true_scales.abs()
     rounding = OUTPUT_ULPS * largest_level * (
-        a.scales * (torch.finfo(a.xhat.dtype).eps + torch.finfo(torch.float32).eps)
-        + b.scales * (torch.finfo(b.xhat.dtype).eps + torch.finfo(torch.float32).eps)
+        scales_a * (torch.finfo(a.xhat.dtype).eps + torch.finfo(torch.float32).eps)
+        + scales_b * (torch.finfo(b.xhat.dtype).eps + torch.finfo(torch.float32).eps)
     ) + 2 * (torch.finfo(a.xhat.dtype).smallest_normal + torch.finfo(b.xhat.dtype).smallest_normal)
-    agree_bound = codebook_diff * torch.maximum(a.scales, b.scales) + largest_level * allowed_scale_diff + rounding
-    # a level chosen within MIDPOINT_ULPS of a midpoint may be that much more than half a gap away from x
+    agree_bound = codebook_diff * torch.maximum(scales_a, scales_b) + largest_level * allowed_scale_diff + rounding
+    # a level chosen within MIDPOINT_ULPS of a midpoint may be that much more than half a gap away from x; for a
+    # kind whose grid saturates (Q4_0's +8, MXFP4's values up to 8 x scale) the farthest is the block's own
+    # largest rounding error on its derived grid
+    if first.spec.scale == SCALE_ABSMAX:
+        err_a = err_b = torch.full_like(true_scales, half_gap)
+    else:
+        err_a, err_b = (_rounding_error(side.grid, flat, true_scales, block_size) for side in (a, b))
     differ_bound = (
-        (half_gap + MIDPOINT_ULPS * eps * largest_level)
-        * (torch.maximum(true_scales, a.scales) + torch.maximum(true_scales, b.scales))
+        (err_a + MIDPOINT_ULPS * eps * largest_level) * torch.maximum(magnitudes, scales_a)
+        + (err_b + MIDPOINT_ULPS * eps * largest_level) * torch.maximum(magnitudes, scales_b)
         + largest_level * allowed_scale_diff
         + rounding
     )
@@ -358,6 +385,16 @@ def compare_pair(
         packed_mismatches=packed_mismatches,
         details=tuple(details),
     )
+
+
+def _rounding_error(grid: LevelGrid, flat: torch.Tensor, scales: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Per block, the farthest a nearest level of ``grid`` lies from any y = x / scale in the block's range."""
+    per_scale = scales.repeat_interleave(block_size)[: flat.numel()]
+    y = normalized(flat.double(), per_scale)
+    low = block_view(y, block_size, math.inf).amin(dim=1)
+    high = block_view(y, block_size, -math.inf).amax(dim=1)
+    error = max_rounding_error(grid.levels, low.clamp(min=-1e300), high.clamp(max=1e300))
+    return torch.where(scales == 0, torch.zeros_like(error), error)
 
 
 def _compare_packed(

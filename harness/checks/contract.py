@@ -17,6 +17,7 @@ from harness.checks._common import (
     _codebook,
     _codes,
     _fail,
+    _scale_kind,
     describe_element,
 )
 from harness.formats.packing import packed_size, unpack_nibbles
@@ -81,8 +82,10 @@ def check_output_contract(quantizer: Quantizer, x: torch.Tensor, q: object) -> N
 
 
 def check_codebook(quantizer: Quantizer) -> None:
-    """16 values, no duplicates but +-0, a monotone map once sorted; absmax formats hold +-1;
-    exact-zero formats hold 0; a quantizer named after a known format carries that format's codebook."""
+    """16 values, no duplicates but +-0, a monotone map once sorted; absmax formats hold +-1; exact-zero formats
+    hold 0; a derivable scale kind gets a codebook its rule can use (harness.scale_kinds: integer levels for
+    affine-int...) and is one that can keep 0 exact when exact zero is promised; a quantizer named after a
+    known format carries that format's codebook."""
     from harness.formats import codebook as canonical_codebook
 
     spec = quantizer.spec
@@ -113,6 +116,18 @@ def check_codebook(quantizer: Quantizer) -> None:
         )
     if spec.exact_zero and 0.0 not in values:
         raise _fail(quantizer, prop, f"exact_zero=True but 0 is not a level; codebook={values}")
+    kind = _scale_kind(quantizer)
+    if kind is not None and kind.name != SCALE_ABSMAX:
+        problem = None if kind.codebook_problem is None else kind.codebook_problem(levels)
+        if problem is not None:
+            raise _fail(quantizer, prop, f"scale={kind.name!r} but {problem}; codebook={values}")
+        if spec.exact_zero and not kind.exact_zero:
+            raise _fail(
+                quantizer,
+                prop,
+                f"exact_zero=True but scale kind {kind.name!r} cannot keep 0 exact (its offset moves the grid off "
+                "0); declare exact_zero=False or use 'affine-int'",
+            )
     tolerance = CANONICAL_TOLERANCE.get(spec.format)
     if tolerance is not None:
         canonical = sorted(canonical_codebook(spec.format, spec.block_size).double().tolist())
@@ -281,7 +296,7 @@ def check_storage_size(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor
             )
     if quantizer.spec.codebook is None:
         return
-    needed = quantizer.spec.min_bits_per_parameter(has_offsets=q.offsets is not None)
+    needed = _min_bits_per_parameter(quantizer, has_offsets=q.offsets is not None)
     bits = 8 * q.nbytes / x.numel()
     if bits < needed - 1e-9:
         raise _fail(
@@ -293,9 +308,22 @@ def check_storage_size(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor
         )
 
 
+def _min_bits_per_parameter(quantizer: Quantizer, *, has_offsets: bool) -> float:
+    """FormatSpec.min_bits_per_parameter, with the scale kind's own scale and offset widths when it declares
+    them (an E8M0 or E4M3 block scale is one byte, a GPTQ zero point 4 bits; NVFP4's float32 tensor scale is
+    negligible per element)."""
+    spec = quantizer.spec
+    kind = _scale_kind(quantizer)
+    if kind is None or spec.double_quant is not None:
+        return spec.min_bits_per_parameter(has_offsets=has_offsets)
+    return 4.0 + kind.scale_bits / spec.block_size + (kind.offset_bits / spec.block_size if has_offsets else 0.0)
+
+
 def _perturbed(t: torch.Tensor, variant: int) -> torch.Tensor:
     """Two unrelated ways of altering stored data (one alone can cancel out: FP4's code 3 -> 2 is
     1 -> 2/3, undone by a scale 1 -> 1.5)."""
+    if t.dtype.is_floating_point and t.element_size() == 1:  # float8 (an E4M3 block scale) has no arithmetic
+        return _perturbed(t.float(), variant).to(t.dtype)
     if t.dtype.is_floating_point:
         return t * 0.5 + 1.0 if variant == 0 else t * -0.75 - 2.0
     if t.dtype == torch.bool:

@@ -13,17 +13,21 @@ from harness.checks._common import (
     COMPUTE_ULPS,
     OUTPUT_ULPS,
     NotApplicable,
+    _check_finite_scales,
     _codebook,
     _codes,
     _fail,
     _levels_of,
     _per_element,
     _reported_scales,
+    _scale_kind,
     _ulp_bound,
     block_absmax,
+    derived_scales,
     describe_element,
 )
-from harness.checks.scales import _true_scales, double_quant_bound
+from harness.checks.scales import double_quant_bound
+from harness.scale_kinds import DerivedScales, block_view, max_rounding_error
 
 __all__ = [
     "check_decode_consistency",
@@ -75,6 +79,7 @@ def check_decode_consistency(quantizer: Quantizer, x: torch.Tensor, q: Quantized
     levels = _codebook(quantizer, prop)
     codes = _codes(quantizer, q, prop)
     scales = _per_element(_reported_scales(quantizer, q, prop), x.numel(), quantizer.spec.block_size)
+    _check_finite_scales(quantizer, prop, x, q)
     offsets = 0.0 if q.offsets is None else _per_element(q.offsets.double(), x.numel(), quantizer.spec.block_size)
     product = levels[codes] * scales
     expected = product + offsets
@@ -109,24 +114,26 @@ def check_nearest(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor) -> 
     codes = _codes(quantizer, q, prop)
     numel = x.numel()
     flat = x.reshape(-1).double()
-    candidates: list[torch.Tensor] = []
-    true = _true_scales(quantizer, x)
-    if true is not None:
-        candidates.append(true)
-    if q.scales is not None and (true is None or spec.double_quant is not None):
-        candidates.append(q.scales.double())
+    derived = derived_scales(quantizer, x)
+    candidates: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    if derived is not None:
+        candidates += derived.candidates()
+    if q.scales is not None and (derived is None or spec.double_quant is not None):
+        _check_finite_scales(quantizer, prop, x, q, derived)
+        reported_offsets = None if q.offsets is None else q.offsets.reshape(-1).double()
+        candidates.append((q.scales.reshape(-1).double(), reported_offsets))
     if not candidates:
         raise NotApplicable(f"{quantizer.name} reports no scales and its scale kind {spec.scale!r} is not derivable")
-    if spec.double_quant is not None and true is None:
+    if spec.double_quant is not None and derived is None:
         raise NotApplicable(
             f"scale kind {spec.scale!r} under double quantization: the scale used for rounding is unknown"
         )
-    offsets = 0.0 if q.offsets is None else _per_element(q.offsets.double(), numel, spec.block_size)[:, None]
     eps = torch.finfo(quantizer.capabilities.compute_dtype_for(x.dtype)).eps
     ok = torch.zeros(numel, dtype=torch.bool)
     reports = []
-    for per_block in candidates:
+    for per_block, per_block_offsets in candidates:
         scales = _per_element(per_block, numel, spec.block_size)
+        offsets = 0.0 if per_block_offsets is None else _per_element(per_block_offsets, numel, spec.block_size)[:, None]
         representable = levels[None, :] * scales[:, None] + offsets
         distance = (flat[:, None] - representable).abs()
         best = distance.min(dim=1).values
@@ -186,31 +193,91 @@ def max_half_gap(levels: torch.Tensor, low: float, high: float) -> float:
     return max(min(abs(p - v) for v in values) for p in points)
 
 
+def _block_ranges(
+    flat: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor | None, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per block, the range [low, high] of y = (x - offset) / scale over the block's elements, and max|x - offset|
+    (what a block of scale 0 loses: it decodes to its offset)."""
+    numel = flat.numel()
+    shift = flat - (0.0 if offsets is None else _per_element(offsets, numel, block_size))
+    per_scale = _per_element(scales, numel, block_size)
+    y = torch.where(per_scale == 0, torch.zeros_like(shift), shift / torch.where(per_scale == 0, 1.0, per_scale))
+    low = block_view(y, block_size, math.inf).amin(dim=1)
+    high = block_view(y, block_size, -math.inf).amax(dim=1)
+    reach = block_view(shift.abs(), block_size).amax(dim=1)
+    return low, high, reach
+
+
+def _grid_error(
+    levels: torch.Tensor, low: torch.Tensor, high: torch.Tensor, scales: torch.Tensor, reach: torch.Tensor
+) -> torch.Tensor:
+    """|scale| x the largest rounding error over [low, high]; a block of scale 0 loses max|x - offset|."""
+    return torch.where(scales == 0, reach, scales.abs() * max_rounding_error(levels, low, high))
+
+
+def _derived_bound(
+    quantizer: Quantizer, flat: torch.Tensor, levels: torch.Tensor, derived: DerivedScales
+) -> torch.Tensor:
+    """Per block: the largest nearest-rounding error on the derived grid of any value in the block's range
+    (saturation included), over every valid candidate of the rule, plus what the allowed scale error
+    (double quantization, the rule's float32 slack) can move a level and the offset."""
+    spec = quantizer.spec
+    bound = torch.zeros_like(derived.scales)
+    for scales, offsets in derived.candidates():
+        low, high, reach = _block_ranges(flat, scales, offsets, spec.block_size)
+        bound = torch.maximum(bound, _grid_error(levels, low, high, scales, reach))
+    scale_tolerance, offset_tolerance = derived.tolerances()
+    dq = double_quant_bound(spec, derived.scales.abs())
+    top = float(levels.abs().max())
+    moved = top * (dq + scale_tolerance) + offset_tolerance
+    if derived.offsets is not None:
+        moved = moved + top * dq  # an offset tied to the scale (-zero * scale) moves with it
+    return bound + moved
+
+
 def check_roundtrip_bound(quantizer: Quantizer, x: torch.Tensor, q: QuantizedTensor, xhat: torch.Tensor) -> None:
-    """|x - x_hat| <= half the widest adjacent-level gap times the block's scale, plus the
-    double-quantization bound, plus one rounding of the output dtype."""
+    """|x - x_hat| <= the largest nearest-rounding error of the block's values on the grid levels * |scale| +
+    offset, plus the double-quantization bound, plus rounding of the output dtype (and of float32 at the size of
+    x and the offset, which may cancel).
+
+    For a derivable kind the grid is the derived one (the reported scale is not trusted; saturation at the
+    grid's ends is part of the rule: Q4_0's +8 and MXFP4's values up to 8 x scale). Otherwise it is the
+    reported one: for 'searched' over the block's own range (clipping is what a search trades), for an
+    unknown kind over the levels' range (an element beyond the grid fails)."""
     prop = "round-trip error bound"
     spec = quantizer.spec
     levels = _codebook(quantizer, prop)
     numel = x.numel()
     flat, out = x.reshape(-1).double(), xhat.reshape(-1).double()
-    true = _true_scales(quantizer, x)
-    if true is not None:
-        half_gap = max_half_gap(levels, -1.0, 1.0)
-        scale_error = double_quant_bound(spec, true)
-        per_element_scale = _per_element(true, numel, spec.block_size)
-        bound = half_gap * per_element_scale + float(levels.abs().max()) * _per_element(
-            scale_error, numel, spec.block_size
-        )
-        basis = f"half gap {half_gap:.6g} x absmax"
+    derived = derived_scales(quantizer, x)
+    offsets: torch.Tensor | float = 0.0
+    if derived is not None:
+        block_bound = _derived_bound(quantizer, flat, levels, derived)
+        if derived.offsets is not None:
+            offsets = _per_element(derived.offsets.abs(), numel, spec.block_size)
+        kind = _scale_kind(quantizer)
+        assert kind is not None
+        basis = f"largest rounding error of the levels over the block's range x derived scale {kind.formula}"
     else:
-        scales = _per_element(_reported_scales(quantizer, q, prop), numel, spec.block_size)
-        half_gap = max_half_gap(levels, float(levels.min()), float(levels.max()))
-        bound = half_gap * scales
-        basis = f"half gap {half_gap:.6g} x reported scale"
+        reported = _reported_scales(quantizer, q, prop)
+        _check_finite_scales(quantizer, prop, x, q)
+        reported_offsets = None if q.offsets is None else q.offsets.reshape(-1).double()
+        kind = _scale_kind(quantizer)
+        if kind is not None:  # registered without a rule ('searched'): the block's own range on its grid
+            low, high, reach = _block_ranges(flat, reported, reported_offsets, spec.block_size)
+            block_bound = _grid_error(levels, low, high, reported, reach)
+            basis = "largest rounding error over the block's range x |reported scale|"
+        else:
+            half_gap = max_half_gap(levels, float(levels.min()), float(levels.max()))
+            block_bound = half_gap * reported.abs()
+            basis = f"half gap {half_gap:.6g} x |reported scale|"
+        if reported_offsets is not None:
+            offsets = _per_element(reported_offsets.abs(), numel, spec.block_size)
+    bound = _per_element(block_bound, numel, spec.block_size)
     eps = torch.finfo(quantizer.capabilities.compute_dtype_for(x.dtype)).eps
+    finite_out = torch.where(torch.isfinite(out), out, flat)  # an inf output must not make the bound inf
     bound = bound * (1 + COMPUTE_ULPS * eps) + OUTPUT_ULPS * (
-        _ulp_bound(out, x.dtype) + _ulp_bound(flat, torch.float32)
+        _ulp_bound(finite_out, x.dtype) + _ulp_bound(flat.abs() + offsets, torch.float32)
     )
     error = (flat - out).abs()
     excess = error - bound
@@ -235,23 +302,34 @@ def check_idempotent(
     """Re-quantizing the reconstruction selects the same levels (codes for +0 and -0 count as one), or,
     for a black box without double quantization, gives the same reconstruction."""
     prop = "idempotence"
-    if quantizer.spec.scale != SCALE_ABSMAX:
+    spec = quantizer.spec
+    kind = _scale_kind(quantizer)
+    if kind is None or not kind.idempotent:
         raise NotApplicable(
-            f"scale kind {quantizer.spec.scale!r}: re-deriving the scale (and offset) from x_hat may move the grid "
-            "(an integer zero point does); idempotence is promised by absmax formats"
+            f"scale kind {spec.scale!r}: re-deriving the scale (and offset) from x_hat is not promised to give the "
+            "same grid; idempotence is promised by the derivable kinds of harness.scale_kinds"
+        )
+    if spec.double_quant is not None and spec.scale != SCALE_ABSMAX:
+        raise NotApplicable(
+            f"scale kind {spec.scale!r} under double quantization: the stored scales move the grid x_hat lies on"
         )
     if q.codes is not None and q_again.codes is not None:
         first, again = _levels_of(quantizer, q.codes), _levels_of(quantizer, q_again.codes)
         # A block that came back all zeros (its stored scale decoded to 0) has lost its codes; only
         # its zeros can be required to survive.
-        block_size = quantizer.spec.block_size
+        block_size = spec.block_size
         live = _per_element(block_absmax(xhat, block_size) > 0, x.numel(), block_size)
-        if quantizer.spec.double_quant is not None:
+        if spec.double_quant is not None:
             # Codes may be chosen against the stored (double-quantized) scale; where that scale is far off,
             # no element of the block lands on +-1, so x_hat's absmax, and with it the grid, moves when
             # re-quantized. Blocks whose largest selected level is +-1 must keep their levels.
             reaches_one = block_absmax(first, block_size) == 1
             live &= _per_element(reaches_one, x.numel(), block_size)
+        if kind.idempotent_where_rederived:
+            live &= _per_element(_same_grid(quantizer, x, xhat), x.numel(), block_size)
+        # two codes that decode to the same output value (levels that round together in a 16-bit output) are
+        # one value: x_hat survives, which is what idempotence asks
+        live &= xhat_again.reshape(-1).double() != xhat.reshape(-1).double()
         differ = ((first != again) & live).nonzero()
         if differ.numel():
             index = int(differ[0])
@@ -263,7 +341,7 @@ def check_idempotent(
                 f"now {int(q_again.codes.reshape(-1)[index])}",
             )
         return
-    if quantizer.spec.double_quant is not None:
+    if spec.double_quant is not None:
         raise NotApplicable("no codes to compare and double quantization moves the scales")
     differ = (xhat.reshape(-1).double() != xhat_again.reshape(-1).double()).nonzero()
     if differ.numel():
@@ -274,3 +352,20 @@ def check_idempotent(
             f"dequantize(quantize(x_hat)) != x_hat at {describe_element(x, index)}: "
             f"{float(xhat.reshape(-1)[index])!r} -> {float(xhat_again.reshape(-1)[index])!r}",
         )
+
+
+def _same_grid(quantizer: Quantizer, x: torch.Tensor, xhat: torch.Tensor) -> torch.Tensor:
+    """Per block: x_hat re-derives one of the grids the rule allows for x. Where it does not, the grid moves
+    without any fault of the implementation: NVFP4's E4M3 block scale of x_hat's block maximum may round to a
+    neighbour; an integer zero point rounded half-way clips a block end, so x_hat's range, and with it the
+    scale, shrinks."""
+    first, again = derived_scales(quantizer, x), derived_scales(quantizer, xhat.to(x.dtype))
+    if first is None or again is None:
+        return torch.zeros(-(-x.numel() // quantizer.spec.block_size), dtype=torch.bool)
+    same = torch.zeros_like(first.scales, dtype=torch.bool)
+    for scales, offsets in first.candidates():
+        close = (again.scales - scales).abs() <= 1e-6 * scales.abs()
+        if offsets is not None and again.offsets is not None:
+            close &= (again.offsets - offsets).abs() <= 1e-6 * (offsets.abs() + scales.abs())
+        same |= close
+    return same

@@ -31,19 +31,27 @@ if TYPE_CHECKING:
     from harness.timing.remeasure import RemeasurePolicy
 
 __all__ = [
+    "NO_BASELINE_NOTE",
     "SHIPPED_NOTE",
     "Recorder",
     "baseline_dir",
+    "declare_aggregates",
+    "declared_aggregates",
     "item_results",
+    "mark_narrowed",
     "policy",
     "record",
+    "reorder",
     "replace_item_results",
     "run_results",
     "shipped_baselines",
+    "was_narrowed",
 ]
 
 SHIPPED_NOTE = "baseline: shipped with fourbit-harness (exact metrics only)"
 """The summary line of a run compared with the shipped baseline."""
+NO_BASELINE_NOTE = "no baseline: nothing gated"
+"""The start of the summary line of a run that had no baseline to compare with."""
 
 
 @dataclass
@@ -174,6 +182,32 @@ def run_results(config: pytest.Config) -> list[Result]:
     return [r for results in state.item_results.values() for r in results] + state.run_results
 
 
+def declared_aggregates(config: pytest.Config) -> set[tuple[str, str]]:
+    """The (suite, metric) pairs whose implementations are also judged over all their cases."""
+    return set(config.stash[_STATE].aggregates)
+
+
+def declare_aggregates(config: pytest.Config, pairs: list[tuple[str, str]]) -> None:
+    """(suite, metric) pairs declared by tests collected elsewhere (a pytest-xdist worker's, on the controller)."""
+    config.stash[_STATE].aggregates.update(pairs)
+
+
+def reorder(config: pytest.Config, order: dict[str, int]) -> None:
+    """List the tests' records in ``order`` (node id -> position; unknown ones last, as they came)."""
+    state = config.stash[_STATE]
+    state.item_results = dict(sorted(state.item_results.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def was_narrowed(config: pytest.Config) -> bool:
+    """Whether tests were deselected (-k, -m, --deselect): the run answers only for the cases it ran."""
+    return config.stash[_STATE].deselected
+
+
+def mark_narrowed(config: pytest.Config) -> None:
+    """Tests were deselected elsewhere (by a pytest-xdist worker)."""
+    config.stash[_STATE].deselected = True
+
+
 def _timing_machine(config: pytest.Config) -> str:
     """This machine as timing baselines know it (harness.results.environment.timing_machine), computed once."""
     state = config.stash[_STATE]
@@ -191,17 +225,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Read this environment's baseline once (the shipped one, exact entries only, when the user has none); a
     corrupt or unreadable file stops the run as a usage error, and so does an update aimed into the installed
     package."""
+    from harness._validation import why_not_writable
     from harness.errors import BaselineFormatError
+    from harness.pytest_plugin.distributed import is_worker
     from harness.results.baselines import Baseline, baseline_path, load_baseline
     from harness.results.environment import environment_key
 
     config = session.config
     state = config.stash[_STATE]
     updating = bool(config.getoption("update_baselines"))
+    explicit = config.getoption("baseline_dir")
+    if explicit and not updating and not Path(explicit).is_dir():
+        raise pytest.UsageError(
+            f"--baseline-dir {explicit}: no such folder; expected a folder of baseline files (`fourbit baseline "
+            "update --baseline-dir DIR` creates one), or leave the option out"
+        )
     directory = baseline_dir(config)
     key = environment_key()
     if directory is None and not updating:
         _use_shipped_baseline(config, key)
+        if state.baseline is None:
+            output.note(config, f"{NO_BASELINE_NOTE} (no baseline folder; `fourbit baseline update` writes one)")
         return
     state.baseline_file = baseline_path(directory or Path(config.invocation_params.dir) / "baselines", key)
     if updating and _in_installed_package(state.baseline_file):
@@ -209,8 +253,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"--update-baselines: {state.baseline_file} is inside the installed fourbit-harness package, whose "
             "shipped baselines are read-only; pass --baseline-dir DIR (default: ./baselines)"
         )
+    problem = why_not_writable(state.baseline_file) if updating and not is_worker(config) else None
+    if problem:
+        raise pytest.UsageError(f"--update-baselines: {state.baseline_file}: {problem}")
     if not state.baseline_file.exists():
         state.baseline = Baseline(key) if updating else None
+        if not updating:
+            output.note(config, f"{NO_BASELINE_NOTE} (no file for this environment: {state.baseline_file})")
         return
     try:
         state.baseline = load_baseline(state.baseline_file)
@@ -273,9 +322,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Missing entries and implementation verdicts of a compared run, or the baseline of an updating one; a
     plugin that failed to load, a failing implementation verdict, or (under --fourbit-strict) a missing entry
     fails the run."""
+    from harness.pytest_plugin.distributed import is_worker
     from harness.pytest_plugin.selection import load_errors
 
     config = session.config
+    if is_worker(config):
+        return  # the controller judges the run and writes the baseline, from what every worker sent
     state = config.stash[_STATE]
     failed = bool(load_errors(config))
     if state.baseline is not None and not config.getoption("update_baselines"):
@@ -293,11 +345,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         aggregates = _aggregates(session)
         missing = missing_entries(state.baseline, produced, scope)
         state.run_results.extend(aggregates + missing)
+        from harness.results.compare import not_gated
+
+        for line in not_gated(produced):
+            output.note(config, line)
         judge = policy(config)
         failed = failed or any(judge.fails_run(r) for r in aggregates)
         failed = failed or bool(missing and config.getoption("fourbit_strict"))
     if config.getoption("update_baselines"):
-        _write_baseline(config)
+        failed = not _write_baseline(config) or failed
     if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -331,9 +387,12 @@ def _aggregates(session: pytest.Session) -> list[Result]:
     return aggregates
 
 
-def _write_baseline(config: pytest.Config) -> None:
-    """Fold the metrics of passing tests into this environment's baseline file (atomically)."""
-    from harness.results.baselines import Baseline, baseline_path, save_baseline, update_baseline
+def _write_baseline(config: pytest.Config) -> bool:
+    """Fold the metrics of passing tests into this environment's baseline file, under its lock and into what the
+    file holds now (another run may have written it since this one started: harness.results.baselines
+    .merge_into_baseline_file). False, with a line in the summary, when the file could not be written."""
+    from harness.errors import StoredFileError
+    from harness.results.baselines import baseline_path, merge_into_baseline_file
     from harness.results.environment import environment_fingerprint, environment_key
 
     state = config.stash[_STATE]
@@ -341,14 +400,17 @@ def _write_baseline(config: pytest.Config) -> None:
     left_out = sum(len(v) for k, v in state.item_results.items() if k not in state.passed)
     if not passed:
         output.note(config, "--update-baselines: no metrics from passing tests; baseline not written")
-        return
+        return True
     key = environment_key()
     path = state.baseline_file or baseline_path(Path(config.invocation_params.dir) / "baselines", key)
-    baseline = state.baseline or Baseline(key)
-    count = update_baseline(baseline, passed, environment_fingerprint())
-    save_baseline(path, baseline)
+    try:
+        count = merge_into_baseline_file(path, key, passed, environment_fingerprint())
+    except (StoredFileError, OSError) as exc:
+        output.note(config, f"--update-baselines: not written: {exc}")
+        return False
     note = f" ({left_out} metrics of failing tests left out)" if left_out else ""
     output.note(config, f"baseline {path}: wrote {count} metrics{note}")
+    return True
 
 
 class Recorder:

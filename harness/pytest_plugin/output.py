@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from harness.report.model import Outcome, RunSummary
     from harness.results.records import OutcomeName, SuiteSummary
 
-__all__ = ["note", "run_summary"]
+__all__ = ["declare_suite", "note", "notes", "reorder", "run_summary", "suite_summaries"]
 
 
 @dataclass
@@ -33,6 +34,8 @@ class _OutputState:
     """node id -> (suite, test name) of every collected test: what a test about no implementation is about."""
     notes: list[str] = field(default_factory=list)
     suites: dict[str, SuiteSummary] = field(default_factory=dict)
+    partial: Any = None
+    """The result file's partial twin while the run goes (harness.results.files.PartialResults)."""
 
 
 _STATE = pytest.StashKey[_OutputState]()
@@ -122,6 +125,9 @@ def _short(text: str) -> str:
 def _crash_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     """The failure's own message (a ``pytest.fail`` or an assertion's), else the last line of the report (a
     collection error's exception)."""
+    own = getattr(report, _MESSAGE_ATTRIBUTE, None)
+    if isinstance(own, str):
+        return own
     crash = getattr(report.longrepr, "reprcrash", None)
     message = getattr(crash, "message", None)
     if isinstance(message, str) and message.strip():
@@ -129,6 +135,35 @@ def _crash_message(report: pytest.TestReport | pytest.CollectReport) -> str:
     text = report.longreprtext.strip()
     last = text.splitlines()[-1] if text else ""
     return last[2:].strip() if last.startswith("E ") else last  # pytest's "E   " marks an error line
+
+
+_MESSAGE_ATTRIBUTE = "fourbit_message"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A property the harness found violated, or an implementation that raised, is reported as the harness's own
+    message (implementation, property, input, index, value, got and expected) and hypothesis's falsifying
+    example: the traceback through the harness's checks says nothing more, and hid the message in 40 lines.
+    ``--tb=long`` (or any ``--tb`` other than the default) keeps pytest's traceback."""
+    report = yield
+    if report.when == "call" and report.failed and call.excinfo is not None and item.config.option.tbstyle == "auto":
+        message = _harness_failure(call.excinfo.value)
+        if message is not None:
+            setattr(report, _MESSAGE_ATTRIBUTE, message)
+            notes = [str(note) for note in getattr(call.excinfo.value, "__notes__", ())]
+            report.longrepr = "\n".join([message, *notes])
+    return report
+
+
+def _harness_failure(exc: BaseException) -> str | None:
+    """``Type: message`` of a failure the harness words itself, else None (pytest shows its traceback)."""
+    from harness.checks import PropertyViolation
+    from harness.errors import ImplementationError
+
+    if isinstance(exc, (PropertyViolation, ImplementationError)):
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _outcome_of(report: pytest.TestReport) -> tuple[OutcomeName, str]:
@@ -162,6 +197,27 @@ def note(config: pytest.Config, message: str) -> None:
     notes = config.stash[_STATE].notes
     if message not in notes:
         notes.append(message)
+
+
+def notes(config: pytest.Config) -> list[str]:
+    """The summary's notes so far."""
+    return list(config.stash[_STATE].notes)
+
+
+def suite_summaries(config: pytest.Config) -> dict[str, SuiteSummary]:
+    """The suites' ``fourbit_summary`` declarations read at collection."""
+    return dict(config.stash[_STATE].suites)
+
+
+def declare_suite(config: pytest.Config, suite: str, summary: SuiteSummary) -> None:
+    """A suite's declaration read elsewhere (by a pytest-xdist worker); the first one read stands."""
+    config.stash[_STATE].suites.setdefault(suite, summary)
+
+
+def reorder(config: pytest.Config, order: dict[str, int]) -> None:
+    """List the tests' outcomes in ``order`` (node id -> position; unknown ones last, as they came)."""
+    state = config.stash[_STATE]
+    state.outcomes = dict(sorted(state.outcomes.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -203,43 +259,152 @@ def run_summary(config: pytest.Config) -> RunSummary:
     )
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write the files the run was asked for (after the record gate formed the run's last results)."""
-    from harness.report.markdown import render_markdown
-    from harness.results.environment import environment_fingerprint
-    from harness.results.files import save_results
+_OUTPUT_OPTIONS = (("fourbit_json", "--fourbit-json", False), ("fourbit_md", "--fourbit-md", False))
+_FOLDER_OPTIONS = (("fourbit_plots", "--fourbit-plots", True),)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """An output that cannot be written (a folder given as the file, a path under a file, a read-only folder) is
+    a usage error before any test runs, not a traceback at the end."""
+    from harness._validation import why_not_writable
+    from harness.pytest_plugin.distributed import is_worker
 
     config = session.config
-    summary = run_summary(config)
+    if is_worker(config):
+        return
+    for dest, flag, folder in _OUTPUT_OPTIONS + _FOLDER_OPTIONS:
+        path = config.getoption(dest)
+        problem = why_not_writable(path, folder=folder) if path else None
+        if problem:
+            kind = "a folder" if folder else "a file"
+            raise pytest.UsageError(f"{flag} {path}: {problem}; expected {kind} this run can write")
     json_path = config.getoption("fourbit_json")
     if json_path:
-        save_results(
-            json_path, summary.results, environment_fingerprint(), suites=summary.suites, outcomes=summary.outcomes
-        )
-        note(config, f"results: {json_path}")
+        from harness.results.environment import environment_fingerprint
+        from harness.results.files import PartialResults
+
+        partial = PartialResults(json_path, environment_fingerprint())
+        config.stash[_STATE].partial = partial
+        config.pluginmanager.register(_FinishedTests(config, partial), "fourbit-finished-tests")
+
+
+class _FinishedTests:
+    """Appends each test to the result file's partial twin when its last report is in (harness.results.files
+    .PartialResults), so a killed run leaves the tests it finished."""
+
+    def __init__(self, config: pytest.Config, partial: Any) -> None:
+        self.config = config
+        self.partial = partial
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        from harness.pytest_plugin.gate import item_results
+
+        outcome = self.config.stash[_STATE].outcomes.get(report.nodeid)
+        self.partial.add(outcome, item_results(self.config, report.nodeid))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the files the run was asked for (after the record gate formed the run's last results): each one that
+    can be written is, whatever happens to the others; one that cannot is a line in the summary and fails the
+    run (what it was asked to keep is not there)."""
+    from harness.pytest_plugin.distributed import is_worker
+
+    config = session.config
+    if is_worker(config):
+        return  # the controller writes the files, from what every worker sent
+    summary = run_summary(config)
+    failures: list[str] = []
+    for what, write in _writers(config, summary):
+        try:
+            written = write()
+        except OSError as exc:
+            failures.append(what)
+            note(config, f"{what}: not written ({exc.strerror or exc})")
+        else:
+            if written:
+                note(config, written)
+    partial = config.stash[_STATE].partial
+    if partial is not None:
+        json_written = not any(what.startswith("--fourbit-json") for what in failures)
+        partial.close(remove=json_written)  # kept when the result file could not be written: what finished
+    if failures and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _writers(config: pytest.Config, summary: RunSummary) -> list[tuple[str, Callable[[], str]]]:
+    """(what, write) for each file the run was asked for; ``write`` returns its summary line."""
+    from harness.report.markdown import render_markdown
+
+    writers: list[tuple[str, Callable[[], str]]] = []
+    json_path = config.getoption("fourbit_json")
+    if json_path:
+
+        def write_json() -> str:
+            from harness.results.environment import environment_fingerprint
+            from harness.results.files import save_results
+
+            save_results(
+                json_path, summary.results, environment_fingerprint(), suites=summary.suites, outcomes=summary.outcomes
+            )
+            return f"results: {json_path}"
+
+        writers.append((f"--fourbit-json {json_path}", write_json))
     md_path = config.getoption("fourbit_md")
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if md_path or step_summary:
-        markdown = render_markdown(summary)
-        if md_path:
+    if md_path:
+
+        def write_md() -> str:
             Path(md_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(md_path).write_text(markdown, encoding="utf-8")
-            note(config, f"markdown summary: {md_path}")
-        if step_summary:
+            Path(md_path).write_text(render_markdown(summary), encoding="utf-8")
+            return f"markdown summary: {md_path}"
+
+        writers.append((f"--fourbit-md {md_path}", write_md))
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+
+        def append_step_summary() -> str:
             with open(step_summary, "a", encoding="utf-8") as handle:
-                handle.write(markdown)
+                handle.write(render_markdown(summary))
+            return ""
+
+        writers.append((f"$GITHUB_STEP_SUMMARY {step_summary}", append_step_summary))
     plots_dir = config.getoption("fourbit_plots")
     if plots_dir:
-        from harness.report.plots import write_plots
 
-        written = write_plots(summary.results, Path(plots_dir))
-        note(config, f"plots: {', '.join(str(p) for p in written) or 'none (no plottable results)'}")
+        def write_plots() -> str:
+            from harness.report.plots import write_plots as draw
+
+            written = draw(summary.results, Path(plots_dir))
+            return f"plots: {', '.join(str(p) for p in written) or 'none (no plottable results)'}"
+
+        writers.append((f"--fourbit-plots {plots_dir}", write_plots))
+    return writers
+
+
+NOT_GATED_STAT = "metric(s) not gated"
+"""What pytest's closing line calls the recorded metrics no baseline judged (new or inconclusive)."""
+
+
+class _NotGated:
+    """A stand-in counted by pytest's closing line (it counts the entries of each key of its stats)."""
+
+    count_towards_summary = True
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from harness.pytest_plugin.distributed import is_worker
+
+    if is_worker(config):
+        return
     summary = run_summary(config)
     if not (summary.property_outcomes or summary.results or summary.load_errors):
         return
+    ungated = sum(1 for result in summary.results if result.verdict in ("new", "inconclusive"))
+    if ungated:
+        # pytest's last line counts every key of its stats: "58 passed, 30 metric(s) not gated in 6.1s" (in yellow)
+        terminalreporter.stats.setdefault(NOT_GATED_STAT, []).extend([_NotGated()] * ungated)
     from rich.console import Console
 
     from harness.report.terminal import render_run

@@ -18,7 +18,16 @@ from harness.pytest_plugin._options import add_option
 if TYPE_CHECKING:
     from harness.registry import Registry
 
-__all__ = ["FourbitHookspecs", "ItemKey", "UnavailableQuantizer", "item_key", "load_errors", "pair_id", "registry"]
+__all__ = [
+    "FourbitHookspecs",
+    "ItemKey",
+    "UnavailableQuantizer",
+    "item_key",
+    "load_errors",
+    "pair_id",
+    "registry",
+    "remember_item_key",
+]
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
@@ -125,6 +134,7 @@ def registry(config: pytest.Config) -> Registry:
             hook_results,
             use_entry_points=not config.getoption("fourbit_no_entry_points"),
         )
+        built.build(config.getoption("impl"))  # only the selected: an unselected library is never imported
         for name, implementation in list(built.implementations.items()):
             replacement = config.hook.pytest_fourbit_replace_quantizer(
                 config=config, quantizer=implementation.quantizer
@@ -144,6 +154,11 @@ def load_errors(config: pytest.Config) -> list[tuple[str, str]]:
 def item_key(config: pytest.Config, nodeid: str) -> ItemKey | None:
     """The implementation, property and suite of a collected test, or None for a test that is not about one."""
     return config.stash[_STATE].item_keys.get(nodeid)
+
+
+def remember_item_key(config: pytest.Config, nodeid: str, key: ItemKey) -> None:
+    """What a test collected elsewhere is about (a pytest-xdist worker's test, on the controller)."""
+    config.stash[_STATE].item_keys[nodeid] = key
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -47,6 +47,7 @@ from harness._validation import check_weight
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency, PluginError
 from harness.formats.packing import unpack_nibbles
+from harness.registry import Deferred
 
 __all__ = ["BNB_BLOCK_SIZES", "BNB_FORMATS", "BNB_NAMES", "BitsandbytesQuantizer", "bitsandbytes_quantizers"]
 
@@ -336,10 +337,17 @@ def _linear4bit_class(bitsandbytes: ModuleType) -> type:
     return HarnessLinear4bit
 
 
-def bitsandbytes_quantizers() -> list[BitsandbytesQuantizer]:
+def _build_quantizers() -> list[BitsandbytesQuantizer]:
     """bnb-nf4, bnb-fp4, bnb-nf4-dq, bnb-fp4-dq at block 64; MissingDependency (with the install hint)
     when bitsandbytes is not installed."""
     _import_bnb()
     return [BitsandbytesQuantizer(fmt) for fmt in BNB_FORMATS] + [
         BitsandbytesQuantizer(fmt, double_quant=True) for fmt in BNB_FORMATS
     ]
+
+
+bitsandbytes_quantizers = Deferred(
+    names=BNB_NAMES, load=_build_quantizers, requires=("bitsandbytes",), hint=INSTALL_HINT
+)
+"""The entry point: bitsandbytes (seconds to import) is imported only when a run selects one of its
+implementations; calling it builds them (bnb-nf4, bnb-fp4, bnb-nf4-dq, bnb-fp4-dq at block 64)."""

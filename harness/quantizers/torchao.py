@@ -56,6 +56,7 @@ from harness._validation import check_weight
 from harness.api import PACKING_HIGH_FIRST, SCALE_ABSMAX, Capabilities, DoubleQuant, FormatSpec, QuantizedTensor
 from harness.errors import ImplementationError, InvalidArgument, MissingDependency
 from harness.formats.packing import unpack_nibbles
+from harness.registry import Deferred
 
 __all__ = [
     "INT4_GROUP_SIZE",
@@ -384,7 +385,12 @@ class TorchaoInt4Quantizer:
         return self._quantize_module(weight.clone(), source.bias)
 
 
-def torchao_quantizers() -> list[TorchaoNF4Quantizer | TorchaoInt4Quantizer]:
+def _build_quantizers() -> list[TorchaoNF4Quantizer | TorchaoInt4Quantizer]:
     """torchao-nf4 and torchao-int4; MissingDependency (both names, install hint) without torchao."""
     _import_torchao()
     return [TorchaoNF4Quantizer(), TorchaoInt4Quantizer()]
+
+
+torchao_quantizers = Deferred(names=TORCHAO_NAMES, load=_build_quantizers, requires=("torchao",), hint=INSTALL_HINT)
+"""The entry point: torchao is imported only when a run selects one of its implementations; calling it builds
+them (torchao-nf4, torchao-int4)."""

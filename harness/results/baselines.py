@@ -9,37 +9,64 @@ A baseline file (``baselines/cpu-x86_64.json``) maps each measurement key
 * ``sampled``: the per-item scores and the hash of the items (a paired bootstrap needs the same items).
 
 Files are written with sorted keys and fixed indentation, so a review diff shows exactly what moved, and
-through a temporary file and ``os.replace``: a writer killed mid-write leaves the old file intact. How a result
-is judged against an entry lives in harness.results.compare.
+through a temporary file and ``os.replace``: a writer killed mid-write leaves the old file intact. Two runs
+updating the same file fold their entries in one after the other, under a lock on the file
+(:func:`merge_into_baseline_file`), so neither loses the other's. Every field is checked against its schema
+when the file is read (:data:`ENTRY_SHAPE`). How a result is judged against an entry lives in
+harness.results.compare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import BaselineFormatError
-from harness.results.files import Migration, decode_number, encode_number, migrate, read_document, write_json_atomically
+from filelock import FileLock, Timeout
+
+from harness.errors import BaselineFormatError, BaselineLockTimeout
+from harness.results.files import (
+    NUMBER,
+    NUMBERS,
+    TEXT,
+    Migration,
+    check_environment,
+    conform,
+    decode_number,
+    encode_number,
+    migrate,
+    object_of,
+    read_document,
+    scalar,
+    write_json_atomically,
+)
 from harness.results.records import DIRECTIONS, KINDS, Result
 
 __all__ = [
+    "BASELINE_SHAPE",
+    "DEFAULT_LOCK_TIMEOUT_S",
+    "ENTRY_SHAPE",
     "MAX_FOLDED_RUNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Baseline",
     "BaselineEntry",
     "baseline_key",
+    "baseline_lock_path",
     "baseline_path",
     "entry_from_result",
     "load_baseline",
+    "merge_into_baseline_file",
     "save_baseline",
     "update_baseline",
 ]
 
 SCHEMA_VERSION = 1
 """Version of the baseline file layout this harness writes."""
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+"""How long :func:`merge_into_baseline_file` waits for another writer of the same file: folding a run in and writing
+the file takes well under a second, so a minute means the other writer is hung, not busy."""
 MAX_FOLDED_RUNS = 10
 """A timing baseline keeps the median ratios of this many most recent runs (its run-to-run spread): two
 sessions of five ``--update-baselines`` runs. A machine's state moves between sessions more than within one,
@@ -122,54 +149,45 @@ def _fail(path: Path, problem: str) -> BaselineFormatError:
     return BaselineFormatError(str(path), problem)
 
 
-def _entry_from_json(path: Path, key: str, raw: object) -> BaselineEntry:
-    if not isinstance(raw, dict):
-        raise _fail(path, f"metrics[{key!r}] is {type(raw).__name__}, expected an object")
+_STORED_KINDS = tuple(kind for kind in KINDS if kind != "aggregate")
+"""The kinds a baseline stores: an aggregate is a verdict over one run, formed again by every run."""
+ENTRY_SHAPE = object_of(
+    {
+        **dict.fromkeys(("suite", "case", "implementation", "metric", "unit"), TEXT),
+        "value": NUMBER,
+        "kind": scalar(f"one of {', '.join(_STORED_KINDS)}", lambda value: value in _STORED_KINDS),
+        "direction": scalar(f"one of {', '.join(DIRECTIONS)}", lambda value: value in DIRECTIONS),
+        "tolerance": NUMBER.or_null(),
+        "runs": NUMBERS,
+        "samples": NUMBERS,
+        "data_hash": TEXT.or_null(),
+    },
+    required=("suite", "case", "implementation", "metric", "value", "kind", "direction"),
+)
+"""An entry of a baseline file's ``"metrics"`` (:meth:`BaselineEntry.as_json`), every field with its type."""
+BASELINE_SHAPE = object_of(
+    {"environment_key": TEXT, "metrics": object_of(values=ENTRY_SHAPE)},
+    required=("metrics",),
+)
+"""A whole baseline file after migration, but its environment (harness.results.files.ENVIRONMENT_SHAPE)."""
 
-    def field_of(name: str, convert: Callable[[Any], Any], default: Any = ...) -> Any:
-        if name not in raw:
-            if default is ...:
-                raise _fail(path, f"metrics[{key!r}] lacks the field {name!r}")
-            return default
-        value = raw[name]
-        try:
-            return convert(value)
-        except (TypeError, ValueError):
-            raise _fail(path, f"metrics[{key!r}].{name}={value!r} is malformed") from None
 
-    number = decode_number
-
-    def optional_number(value: Any) -> float | None:
-        return None if value is None else number(value)
-
-    def numbers(value: Any) -> tuple[float, ...]:
-        if not isinstance(value, list):
-            raise TypeError(value)
-        return tuple(number(v) for v in value)
-
-    def text(value: Any) -> str:
-        if not isinstance(value, str):
-            raise TypeError(value)
-        return value
-
+def _entry_from_json(path: Path, key: str, raw: dict[str, Any]) -> BaselineEntry:
+    """An entry whose fields fit :data:`ENTRY_SHAPE`, made into a BaselineEntry (stored under its own key)."""
     entry = BaselineEntry(
-        suite=field_of("suite", text),
-        case=field_of("case", text),
-        implementation=field_of("implementation", text),
-        metric=field_of("metric", text),
-        value=field_of("value", number),
-        kind=field_of("kind", text),
-        direction=field_of("direction", text),
-        unit=field_of("unit", text, ""),
-        tolerance=field_of("tolerance", optional_number, None),
-        runs=field_of("runs", numbers, ()),
-        samples=field_of("samples", numbers, ()),
-        data_hash=field_of("data_hash", lambda v: None if v is None else text(v), None),
+        suite=raw["suite"],
+        case=raw["case"],
+        implementation=raw["implementation"],
+        metric=raw["metric"],
+        value=decode_number(raw["value"]),
+        kind=raw["kind"],
+        direction=raw["direction"],
+        unit=raw.get("unit", ""),
+        tolerance=None if raw.get("tolerance") is None else decode_number(raw["tolerance"]),
+        runs=tuple(decode_number(v) for v in raw.get("runs", ())),
+        samples=tuple(decode_number(v) for v in raw.get("samples", ())),
+        data_hash=raw.get("data_hash"),
     )
-    if entry.kind not in KINDS or entry.kind == "aggregate":
-        raise _fail(path, f"metrics[{key!r}].kind={entry.kind!r}, expected exact, timing, sampled or info")
-    if entry.direction not in DIRECTIONS:
-        raise _fail(path, f"metrics[{key!r}].direction={entry.direction!r}, expected higher or lower")
     if entry.key != key:
         expected = "the key suite::case::implementation::metric"
         raise _fail(path, f"metrics[{key!r}] describes {entry.key!r}, expected {expected}")
@@ -177,7 +195,8 @@ def _entry_from_json(path: Path, key: str, raw: object) -> BaselineEntry:
 
 
 def load_baseline(path: str | Path) -> Baseline:
-    """Read and validate a baseline file; any problem is a BaselineFormatError naming the file."""
+    """Read and validate a baseline file, every field against its schema (:data:`BASELINE_SHAPE`, the environment's
+    too); any problem is a BaselineFormatError naming the file and the field."""
     path = Path(path)
 
     def fail(problem: str) -> BaselineFormatError:
@@ -191,14 +210,14 @@ def load_baseline(path: str | Path) -> Baseline:
         fail=fail,
         rewrite_hint="rewrite it with `fourbit baseline update`",
     )
-    metrics = document.get("metrics")
-    if not isinstance(metrics, dict):
+    if not isinstance(document.get("metrics"), dict):
         raise fail("has no 'metrics' object")
-    entries = {key: _entry_from_json(path, key, raw) for key, raw in metrics.items()}
-    environment = document.get("environment") or {}
-    if not isinstance(environment, dict):
-        raise fail("'environment' is not an object")
-    return Baseline(str(document.get("environment_key", path.stem)), environment, entries)
+    for name, shape in BASELINE_SHAPE.fields.items():
+        if name in document:
+            conform(document[name], shape, name, fail)
+    entries = {key: _entry_from_json(path, key, raw) for key, raw in document["metrics"].items()}
+    environment = check_environment(document.get("environment"), fail)
+    return Baseline(document.get("environment_key", path.stem), environment, entries)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -214,7 +233,50 @@ def _document(baseline: Baseline) -> dict[str, Any]:
 
 
 def save_baseline(path: str | Path, baseline: Baseline) -> Path:
+    """Write ``baseline`` whole (atomically). Two runs updating one file should use
+    :func:`merge_into_baseline_file`, which does not lose the other run's entries."""
     return write_json_atomically(path, _document(baseline))
+
+
+def baseline_lock_path(path: str | Path) -> Path:
+    """The lock file of a baseline file: ``<file>.lock`` beside it, left in place after use: the lock is the
+    kernel's (flock), released when its holder exits however it exits, so a leftover lock file blocks no one."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def merge_into_baseline_file(
+    path: str | Path,
+    environment_key: str,
+    results: Iterable[Result],
+    environment: dict[str, Any],
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> int:
+    """Fold this run's ``results`` into the baseline file at ``path`` as it is now, and return how many entries
+    were written (:func:`update_baseline`).
+
+    Reading a baseline at the start of a run and writing it whole at the end loses the entries another run wrote
+    in between: two ``fourbit baseline update`` runs into one folder each wrote back what they had read plus their
+    own, and the last one to finish won. Here the read, the fold and the (atomic) write happen under a lock on the
+    file (:func:`baseline_lock_path`, filelock), so a second writer waits, then reads what the first one wrote and
+    adds to it. A new file starts empty under ``environment_key``; a corrupt one raises BaselineFormatError, as
+    :func:`load_baseline` does, and is left as it is. A writer that cannot take the lock within ``lock_timeout``
+    seconds (a negative one: wait as long as it takes) raises BaselineLockTimeout and writes nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(baseline_lock_path(path), timeout=lock_timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BaselineLockTimeout(str(path), lock_timeout) from None
+    try:
+        baseline = load_baseline(path) if path.exists() else Baseline(environment_key)
+        count = update_baseline(baseline, results, environment)
+        save_baseline(path, baseline)
+    finally:
+        lock.release()
+    return count
 
 
 def update_baseline(baseline: Baseline, results: Iterable[Result], environment: dict[str, Any]) -> int:

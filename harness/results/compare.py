@@ -24,6 +24,7 @@ __all__ = [
     "compare_result",
     "compare_runs",
     "missing_entries",
+    "not_gated",
     "shared_keys",
 ]
 
@@ -142,10 +143,38 @@ def apply_verdict(result: Result, baseline: Baseline | None, machine: str | None
                 result,
                 baseline=entry.value,
                 verdict="new",
-                statistic=f"baseline timed on {stored}, this run on {machine}: not compared (write a baseline on "
+                statistic=f"{TIMED_ELSEWHERE}{stored}, this run on {machine}: not compared (write a baseline on "
                 "this machine: fourbit baseline update)",
             )
     return compare_result(result, entry)
+
+
+TIMED_ELSEWHERE = "baseline timed on "
+"""How the statistic of a timing not compared because its baseline came from other hardware begins."""
+
+
+def not_gated(results: Iterable[Result]) -> list[str]:
+    """One line per reason why recorded metrics were not compared with a baseline (verdict ``new``) or could not
+    be judged (``inconclusive``): a run that gated little must say so, not only count "new"."""
+    groups: dict[tuple[str, str], int] = {}
+    for result in results:
+        if result.verdict == "new":
+            if result.baseline is None:
+                reason = "no baseline entry"
+            elif result.kind == "timing" and result.statistic.startswith(TIMED_ELSEWHERE):
+                reason = result.statistic
+            else:
+                reason = "the baseline entry is not comparable (the metrics table says why)"
+        elif result.verdict == "inconclusive":
+            reason = "inconclusive (the CPU was shared: re-run on a quieter machine)"
+        else:
+            continue
+        key = (result.kind, reason)
+        groups[key] = groups.get(key, 0) + 1
+    return [
+        f"not gated: {count} {kind} metric{'s' if count != 1 else ''}: {reason}"
+        for (kind, reason), count in sorted(groups.items(), key=lambda item: (-item[1], item[0]))
+    ]
 
 
 def missing_entries(baseline: Baseline, results: Iterable[Result], scope: Iterable[tuple[str, ...]]) -> list[Result]:

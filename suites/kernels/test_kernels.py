@@ -46,13 +46,14 @@ from harness.timing.kernel_cases import (
     warmed_timer,
 )
 
-pytestmark = pytest.mark.fourbit_aggregate("over_dense")
+pytestmark = [pytest.mark.fourbit_aggregate("over_dense"), pytest.mark.fourbit_timing]
 """Each implementation is also judged by the median change of over_dense over all its cases (harness.results.aggregate):
 what catches a 1.2x slowdown, which single cases' spread hides. over_dense, not kernel_over_copy: against a
 baseline written in another session, the copy ratios of an unchanged tree had moved by 5-14% (median over an
 implementation's cases, per implementation) and the dense ones by 1-5% (20 runs of scripts/kernel_gate_check.py;
 docs/lab/2026-11-24-kernel-gate-checks.md has its table). The copy reference follows the memory system, which other
-tenants of the host share; single-threaded 4-bit kernels here are bound by compute, as the dense layer is."""
+tenants of the host share; single-threaded 4-bit kernels here are bound by compute, as the dense layer is.
+``fourbit_timing``: the suite will not share the CPU with pytest-xdist workers (harness.pytest_plugin.distributed)."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
