@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -83,19 +81,8 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), f"suite run exited {done.returncode}:\n{done.stdout[-4000:]}{done.stderr[-2000:]}"
     cases = []
-    by_length = sorted(NAMES, key=len, reverse=True)
-    for testcase in ET.parse(junit).getroot().iter("testcase"):
-        match = re.fullmatch(r"(\w+)\[(.*)\]", testcase.get("name", ""))
-        assert match, f"unexpected test id {testcase.get('name')!r}"
-        test, ident = match.groups()
-        name = next(n for n in by_length if ident.startswith(n + "-"))
-        dtype, value = ident[len(name) + 1 :].split("-", 1)
-        outcome, message = "passed", ""
-        for tag, verdict in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped")):
-            element = testcase.find(tag)
-            if element is not None:
-                outcome, message = verdict, (element.get("message") or "") + "\n" + (element.text or "")
-                break
+    for name, test, rest, outcome, message in zoo.junit_cases(junit, NAMES):
+        dtype, value = rest.split("-", 1)
         cases.append(Case(name, test, dtype, value, outcome, message))
     return cases
 

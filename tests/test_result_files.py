@@ -206,6 +206,16 @@ def test_a_file_older_than_outcomes_reads_as_one_without_them(tmp_path: Path, ve
     assert not run.stores_outcomes and version < OUTCOMES_SINCE_SCHEMA
 
 
+def _one_line_refusal(tmp_path: Path, document: dict[str, Any]) -> str:
+    """The message that refuses ``document`` as a result file: one line naming the file."""
+    path = _write_text(tmp_path / "bad.json", json.dumps(document))
+    with pytest.raises(ResultFileFormatError) as excinfo:
+        load_run(path)
+    message = str(excinfo.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
 @pytest.mark.parametrize(
     ("outcomes", "problem"),
     [
@@ -222,12 +232,9 @@ def test_a_file_older_than_outcomes_reads_as_one_without_them(tmp_path: Path, ve
     ids=["object", "null", "record-not-object", "no-nodeid", "bad-outcome", "message-number"],
 )
 def test_malformed_outcomes_name_the_file_and_the_index(tmp_path: Path, outcomes: Any, problem: str) -> None:
-    document = {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "outcomes": outcomes}
-    path = _write_text(tmp_path / "bad.json", json.dumps(document))
-    with pytest.raises(ResultFileFormatError) as excinfo:
-        load_run(path)
-    message = str(excinfo.value)
-    assert str(path) in message and problem in message and "\n" not in message
+    assert problem in _one_line_refusal(
+        tmp_path, {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "outcomes": outcomes}
+    )
 
 
 def test_a_version_3_file_without_outcomes_is_malformed(tmp_path: Path) -> None:
@@ -279,12 +286,9 @@ def test_a_file_without_declarations_reads_as_none(tmp_path: Path) -> None:
     ids=["list", "null", "entry-not-object", "headline-string", "pair-matrix-number", "pair-matrix-empty-name"],
 )
 def test_malformed_declarations_name_the_file_and_the_field(tmp_path: Path, suites: Any, problem: str) -> None:
-    document = {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "suites": suites}
-    path = _write_text(tmp_path / "bad.json", json.dumps(document))
-    with pytest.raises(ResultFileFormatError) as excinfo:
-        load_run(path)
-    message = str(excinfo.value)
-    assert str(path) in message and problem in message and "\n" not in message
+    assert problem in _one_line_refusal(
+        tmp_path, {"schema_version": RESULTS_SCHEMA_VERSION, "results": [], "suites": suites}
+    )
 
 
 def test_suite_summary_takes_lists_and_checks_its_fields() -> None:

@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,20 +98,8 @@ def _environment() -> dict[str, str]:
 
 
 def _parse(junit: Path, names: list[str], run: SuiteRun) -> None:
-    by_length = sorted(names, key=len, reverse=True)
-    for testcase in ET.parse(junit).getroot().iter("testcase"):
-        match = re.fullmatch(r"(\w+)\[(.*)\]", testcase.get("name", ""))
-        assert match, f"unexpected test id {testcase.get('name')!r} in {junit}"
-        test, ident = match.groups()
-        name = next((n for n in by_length if ident == n or ident.startswith(n + "-")), None)
-        assert name is not None, f"{test}[{ident}] is not a zoo implementation (--impl 'zoo-*' leaked)"
-        outcome, message = "passed", ""
-        for tag, verdict in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped")):
-            element = testcase.find(tag)
-            if element is not None:
-                outcome, message = verdict, (element.get("message") or "") + "\n" + (element.text or "")
-                break
-        run.cases[name].append(Case(test, ident[len(name) + 1 :], outcome, message))
+    for name, test, rest, outcome, message in zoo.junit_cases(junit, names):
+        run.cases[name].append(Case(test, rest, outcome, message))
 
 
 @pytest.fixture(scope="module")

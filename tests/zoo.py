@@ -21,7 +21,11 @@ reuses the reference quantizer's encoder, so a bug in it cannot hide a bug here 
 from __future__ import annotations
 
 import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -51,6 +55,7 @@ __all__ = [
     "FakeNF4MeanStd",
     "broken_quantizers",
     "correct_quantizers",
+    "junit_cases",
 ]
 
 
@@ -381,12 +386,16 @@ class ZooInt4ZeroPoint:
         dead = (xmin == 0) & (xmax == 0)  # GPTQ: tmp = (xmin == 0) & (xmax == 0); xmin[tmp] = -1; xmax[tmp] = +1
         return torch.where(dead, -1.0, xmin), torch.where(dead, 1.0, xmax)
 
+    def _zero(self, xmin: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The integer zero point: the code of 0.0 on the block's grid."""
+        return torch.round(-xmin / scale)
+
     def quantize(self, x: torch.Tensor) -> QuantizedTensor:
         w = x.detach().float().reshape(-1)
         n = w.numel()
         xmin, xmax = self._range(_pad_blocks(w, 64))  # zero padding is harmless: the range always holds 0
         scale = (xmax - xmin) / 15
-        zero = torch.round(-xmin / scale)
+        zero = self._zero(xmin, scale)
         q = torch.round(w / _per_element(scale, n, 64) + _per_element(zero, n, 64)).clamp(0, 15)
         codes = q.to(torch.uint8)
         return QuantizedTensor(
@@ -946,26 +955,6 @@ class ZooGPTQAffineInt(ZooInt4ZeroPoint):
             packing=PACKING_HIGH_FIRST,
         )
 
-    def _zero(self, xmin: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return torch.round(-xmin / scale)
-
-    def quantize(self, x: torch.Tensor) -> QuantizedTensor:
-        w = x.detach().float().reshape(-1)
-        n = w.numel()
-        xmin, xmax = self._range(_pad_blocks(w, 64))
-        scale = (xmax - xmin) / 15
-        zero = self._zero(xmin, scale)
-        q = torch.round(w / _per_element(scale, n, 64) + _per_element(zero, n, 64)).clamp(0, 15)
-        codes = q.to(torch.uint8)
-        return QuantizedTensor(
-            codes=codes.reshape(x.shape),
-            scales=scale,
-            offsets=-zero * scale,
-            shape=x.shape,
-            dtype=x.dtype,
-            storage={"packed": pack_nibbles(codes), "scale": scale, "zero": zero.to(torch.float16)},
-        )
-
 
 class ZooGPTQFloorZero(ZooGPTQAffineInt):
     """BUG: the zero point is ``floor(-min / scale)`` instead of ``round``: the grid sits up to one step too
@@ -1140,3 +1129,23 @@ class ZooNF4SearchedTooNarrow(ZooNF4Searched):
 
 ZOO_CORRECT.append(ZooNF4Searched)
 ZOO_BROKEN[ZooNF4SearchedTooNarrow.name] = (ZooNF4SearchedTooNarrow, {"test_error_vs_reference"})
+
+
+def junit_cases(junit: Path, names: Sequence[str]) -> Iterator[tuple[str, str, str, str, str]]:
+    """The tests of a suite run on zoo implementations, read back from its ``--junitxml`` file: (implementation,
+    test function, the rest of the test id after the implementation, outcome, message), outcome one of passed,
+    failed (a failure or an error) and skipped."""
+    by_length = sorted(names, key=len, reverse=True)
+    for testcase in ET.parse(junit).getroot().iter("testcase"):
+        match = re.fullmatch(r"(\w+)\[(.*)\]", testcase.get("name", ""))
+        assert match, f"unexpected test id {testcase.get('name')!r} in {junit}"
+        test, ident = match.groups()
+        name = next((n for n in by_length if ident == n or ident.startswith(n + "-")), None)
+        assert name is not None, f"{test}[{ident}] is not a zoo implementation (--impl 'zoo-*' leaked)"
+        outcome, message = "passed", ""
+        for tag, verdict in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped")):
+            element = testcase.find(tag)
+            if element is not None:
+                outcome, message = verdict, (element.get("message") or "") + "\n" + (element.text or "")
+                break
+        yield name, test, ident[len(name) + 1 :], outcome, message

@@ -255,7 +255,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(_STATE, None)
     if state is None:
         return
-    _restore_sigint(state)
+    _restore_signal_handlers(state)
     if state.run_state is not None:
         state.run_state.mark_finished(state.exitstatus)
 
@@ -391,7 +391,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         state.sigterm_watched = True
 
 
-def _restore_sigint(state: _FaultState) -> None:
+def _restore_signal_handlers(state: _FaultState) -> None:
     if state.sigint_watched and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, state.previous_handler)
         state.sigint_watched = False

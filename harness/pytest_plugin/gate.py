@@ -331,7 +331,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash[_STATE]
     failed = bool(load_errors(config))
     if state.baseline is not None and not config.getoption("update_baselines"):
-        from harness.results.compare import missing_entries
+        from harness.results.compare import missing_entries, not_gated
 
         narrowed = (
             state.deselected
@@ -345,8 +345,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         aggregates = _aggregates(session)
         missing = missing_entries(state.baseline, produced, scope)
         state.run_results.extend(aggregates + missing)
-        from harness.results.compare import not_gated
-
         for line in not_gated(produced):
             output.note(config, line)
         judge = policy(config)
